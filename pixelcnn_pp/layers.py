@@ -1,0 +1,292 @@
+"""Layers of PixelCNN++: weight-normalised convolutions, causal shifts, gated resnets.
+
+Everything here follows ``pixel_cnn_pp/nn.py`` of the original (SPEC.md §1). Causality
+comes from padding and shifting, never from masks:
+
+* ``down_shifted_*`` layers see only rows above (and the current row for the ``u`` stream's
+  first layer is removed by ``down_shift``),
+* ``down_right_shifted_*`` layers see only rows above and pixels to the left.
+
+Weight normalisation (Salimans & Kingma 2016): every layer holds ``V`` (direction), ``g``
+(scale) and ``b`` (bias), and supports data-dependent initialisation: while
+``layer.ddi`` is True, a call normalises its own pre-activation output to mean 0 and
+variance ``init_scale**2`` per channel by rescaling ``g`` and ``b``, then recomputes the
+output with the new values (as the original does) and passes that on.
+
+Each layer carries ``tf1_scope``, the name the original gave it (``model/conv2d_3``), so
+that checkpoints convert both ways (see ``convert.py``).
+"""
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "concat_elu", "down_shift", "right_shift", "NONLINEARITIES",
+    "WNConv2D", "WNDeconv2D", "WNDense", "NetworkInNetwork",
+    "DownShiftedConv2D", "DownRightShiftedConv2D",
+    "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet",
+]
+
+
+def concat_elu(x):
+    """elu(concat([x, -x])) along channels: (..., C) -> (..., 2C)."""
+    return tf.nn.elu(tf.concat([x, -x], axis=-1))
+
+
+NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
+
+
+def down_shift(x):
+    """(B, H, W, C): drop the last row and prepend a row of zeros."""
+    return tf.pad(x[:, :-1], [[0, 0], [1, 0], [0, 0], [0, 0]])
+
+
+def right_shift(x):
+    """(B, H, W, C): drop the last column and prepend a column of zeros."""
+    return tf.pad(x[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
+
+
+class _WeightNorm(keras.layers.Layer):
+    """Shared machinery: V, g, b, and the data-dependent init step."""
+
+    def __init__(self, num_filters, init_scale=1.0, tf1_scope=None, **kwargs):
+        super().__init__(name=tf1_scope.split("/")[-1] if tf1_scope else None, **kwargs)
+        self.num_filters = int(num_filters)
+        self.init_scale = float(init_scale)
+        self.tf1_scope = tf1_scope
+        self.ddi = False  # set by PixelCNNPP.initialize for the data-dependent init pass
+
+    def _make_weights(self, v_shape):
+        self.V = self.add_weight(
+            name="V", shape=v_shape,
+            initializer=keras.initializers.RandomNormal(0.0, 0.05))
+        self.g = self.add_weight(name="g", shape=(self.num_filters,), initializer="ones")
+        self.b = self.add_weight(name="b", shape=(self.num_filters,), initializer="zeros")
+
+    def tf1_variables(self):
+        """{original variable name: variable} for this layer."""
+        return {f"{self.tf1_scope}/{n}": getattr(self, n) for n in ("V", "g", "b")}
+
+    def _apply(self, x):
+        raise NotImplementedError
+
+    def _crop(self, y):
+        return y
+
+    def call(self, x):
+        y = self._apply(x)
+        if self.ddi:
+            # Data-dependent init (SPEC §1): normalise this layer's output on the init batch,
+            # then recompute it with the new g, b so that later layers see the normalised one.
+            axes = list(range(len(y.shape) - 1))
+            m, v = tf.nn.moments(tf.cast(y, tf.float32), axes)
+            scale = self.init_scale / tf.sqrt(v + 1e-10)
+            self.g.assign(self.g * scale)
+            self.b.assign_add(-m * scale)
+            y = self._apply(x)
+        # Shifted deconvs crop after the statistics: the original normalises the whole
+        # transposed-conv output, then crops.
+        return self._crop(y)
+
+    def _vg(self):
+        # Weight-norm statistics always in float32; cast the result for the layer's compute.
+        return tf.convert_to_tensor(self.V, tf.float32), tf.convert_to_tensor(self.g, tf.float32)
+
+    def _cast(self, w):
+        return tf.cast(w, self.compute_dtype)
+
+
+class WNConv2D(_WeightNorm):
+    """Weight-normed conv2d. V: (fh, fw, Cin, F); W = g * V / ||V|| over (fh, fw, Cin)."""
+
+    def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
+                 init_scale=1.0, tf1_scope=None, **kwargs):
+        super().__init__(num_filters, init_scale, tf1_scope, **kwargs)
+        self.filter_size = tuple(filter_size)
+        self.stride = tuple(stride)
+        self.padding = padding
+
+    def build(self, input_shape):
+        self._make_weights(self.filter_size + (int(input_shape[-1]), self.num_filters))
+
+    def kernel(self):
+        """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
+        V, g = self._vg()
+        return tf.reshape(g, [1, 1, 1, self.num_filters]) * tf.nn.l2_normalize(V, [0, 1, 2])
+
+    def _apply(self, x):
+        y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
+        return tf.nn.bias_add(y, self._cast(self.b))
+
+
+class WNDeconv2D(_WeightNorm):
+    """Weight-normed transposed conv2d. V: (fh, fw, F, Cin); normalised over (fh, fw, Cin)."""
+
+    def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
+                 init_scale=1.0, tf1_scope=None, **kwargs):
+        super().__init__(num_filters, init_scale, tf1_scope, **kwargs)
+        self.filter_size = tuple(filter_size)
+        self.stride = tuple(stride)
+        self.padding = padding
+
+    def build(self, input_shape):
+        self._make_weights(self.filter_size + (self.num_filters, int(input_shape[-1])))
+
+    def kernel(self):
+        """The effective kernel, (fh, fw, F, Cin), float32."""
+        V, g = self._vg()
+        return tf.reshape(g, [1, 1, self.num_filters, 1]) * tf.nn.l2_normalize(V, [0, 1, 3])
+
+    def output_hw(self, h, w):
+        sh, sw = self.stride
+        fh, fw = self.filter_size
+        if self.padding == "SAME":
+            return h * sh, w * sw
+        return h * sh + fh - 1, w * sw + fw - 1
+
+    def _apply(self, x):
+        s = tf.shape(x)
+        oh, ow = self.output_hw(x.shape[1], x.shape[2])
+        y = tf.nn.conv2d_transpose(x, self._cast(self.kernel()),
+                                   tf.stack([s[0], oh, ow, self.num_filters]),
+                                   (1,) + self.stride + (1,), padding=self.padding)
+        return tf.nn.bias_add(y, self._cast(self.b))
+
+
+class WNDense(_WeightNorm):
+    """Weight-normed dense: (N, Cin) -> (N, F); y = (x V) * g / ||V||_col + b (no epsilon)."""
+
+    def build(self, input_shape):
+        self._make_weights((int(input_shape[-1]), self.num_filters))
+
+    def _apply(self, x):
+        V, g = self._vg()
+        scaler = g / tf.sqrt(tf.reduce_sum(tf.square(V), [0]))
+        y = tf.matmul(x, self._cast(V))
+        return self._cast(tf.reshape(scaler, [1, -1])) * y + self._cast(tf.reshape(self.b, [1, -1]))
+
+
+class NetworkInNetwork(WNDense):
+    """nin: a 1x1 convolution as a weight-normed dense layer on (..., Cin) -> (..., F)."""
+
+    def _apply(self, x):
+        shape = tf.shape(x)
+        y = super()._apply(tf.reshape(x, [-1, x.shape[-1]]))
+        return tf.reshape(y, tf.concat([shape[:-1], [self.num_filters]], 0))
+
+
+class DownShiftedConv2D(WNConv2D):
+    """Output (i, j) sees input rows <= i only (all columns within the filter's reach).
+
+    Pads fh-1 rows on top and (fw-1)/2 columns each side, then a VALID conv.
+    """
+
+    def __init__(self, num_filters, filter_size=(2, 3), stride=(1, 1), **kwargs):
+        super().__init__(num_filters, filter_size, stride, padding="VALID", **kwargs)
+
+    def _apply(self, x):
+        fh, fw = self.filter_size
+        x = tf.pad(x, [[0, 0], [fh - 1, 0], [(fw - 1) // 2, (fw - 1) // 2], [0, 0]])
+        return super()._apply(x)
+
+
+class DownRightShiftedConv2D(WNConv2D):
+    """Output (i, j) sees input rows <= i and columns <= j only.
+
+    Pads fh-1 rows on top and fw-1 columns on the left, then a VALID conv.
+    """
+
+    def __init__(self, num_filters, filter_size=(2, 2), stride=(1, 1), **kwargs):
+        super().__init__(num_filters, filter_size, stride, padding="VALID", **kwargs)
+
+    def _apply(self, x):
+        fh, fw = self.filter_size
+        x = tf.pad(x, [[0, 0], [fh - 1, 0], [fw - 1, 0], [0, 0]])
+        return super()._apply(x)
+
+
+class DownShiftedDeconv2D(WNDeconv2D):
+    """Transposed conv whose output rows see input rows at or above them only.
+
+    VALID transposed conv, then keep rows [0, H'-fh+1) and columns [(fw-1)/2, W'-(fw-1)/2).
+    """
+
+    def __init__(self, num_filters, filter_size=(2, 3), stride=(1, 1), **kwargs):
+        super().__init__(num_filters, filter_size, stride, padding="VALID", **kwargs)
+
+    def _crop(self, y):
+        fh, fw = self.filter_size
+        c = (fw - 1) // 2
+        return y[:, :y.shape[1] - fh + 1, c:y.shape[2] - c]
+
+
+class DownRightShiftedDeconv2D(WNDeconv2D):
+    """Transposed conv whose output (i, j) sees inputs above-left only.
+
+    VALID transposed conv, then keep rows [0, H'-fh+1) and columns [0, W'-fw+1).
+    """
+
+    def __init__(self, num_filters, filter_size=(2, 2), stride=(1, 1), **kwargs):
+        super().__init__(num_filters, filter_size, stride, padding="VALID", **kwargs)
+
+    def _crop(self, y):
+        fh, fw = self.filter_size
+        return y[:, :y.shape[1] - fh + 1, :y.shape[2] - fw + 1]
+
+
+class GatedResnet(keras.layers.Layer):
+    """Gated residual block (SPEC §1): x + a * sigmoid(b) with [a, b] = conv(...)
+
+    x: (B, H, W, C); a (optional short-cut input): (B, H, W, Ca); h (optional): (B, K).
+    ``conv_cls`` is DownShiftedConv2D (u stream) or DownRightShiftedConv2D (ul stream); the
+    block is exactly as causal as that conv. ``names`` is the model's per-kind counter
+    (creation order = the original's variable numbering).
+    """
+
+    def __init__(self, num_filters, conv_cls, names, nonlinearity="concat_elu",
+                 dropout_p=0.0, has_a=False, num_classes=None, seed_generator=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_filters = num_filters
+        self.nonlinearity = NONLINEARITIES[nonlinearity]
+        self.dropout_p = float(dropout_p)
+        self.seed_generator = seed_generator
+        self.conv1 = conv_cls(num_filters, tf1_scope=names("conv2d"))
+        self.nin_a = NetworkInNetwork(num_filters, tf1_scope=names("dense")) if has_a else None
+        self.conv2 = conv_cls(2 * num_filters, init_scale=0.1, tf1_scope=names("conv2d"))
+        self.hw_scope = names("conditional_weights") if num_classes else None
+        self.num_classes = num_classes
+
+    def build(self, input_shape):
+        if self.num_classes:
+            # Conditioning weights: not data-initialised (SPEC §1).
+            self.hw = self.add_weight(
+                name="hw", shape=(self.num_classes, 2 * self.num_filters),
+                initializer=keras.initializers.RandomNormal(0.0, 0.05))
+
+    def sublayers(self):
+        """The weight-normed layers of this block, in the original's creation order."""
+        return [l for l in (self.conv1, self.nin_a, self.conv2) if l is not None]
+
+    def tf1_variables(self):
+        out = {}
+        for layer in self.sublayers():
+            out.update(layer.tf1_variables())
+        if self.num_classes:
+            out[f"{self.hw_scope}/hw"] = self.hw
+        return out
+
+    def call(self, x, a=None, h=None, training=False):
+        nl = self.nonlinearity
+        c1 = self.conv1(nl(x))
+        if a is not None:
+            c1 = c1 + self.nin_a(nl(a))
+        c1 = nl(c1)
+        if training and self.dropout_p > 0:
+            seed = self.seed_generator.make_seeds(1)[:, 0]
+            c1 = tf.nn.experimental.stateless_dropout(c1, rate=self.dropout_p, seed=seed)
+        c2 = self.conv2(c1)
+        if h is not None:
+            hw = tf.cast(self.hw, h.dtype)
+            c2 = c2 + tf.cast(tf.matmul(h, hw), c2.dtype)[:, None, None, :]
+        a_, b_ = tf.split(c2, 2, axis=-1)
+        return x + a_ * tf.sigmoid(b_)

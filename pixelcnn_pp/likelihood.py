@@ -1,0 +1,180 @@
+"""The discretized logistic mixture likelihood (SPEC.md §3) and the energy-distance loss.
+
+``l`` is the network output, (B, H, W, P) with P = 10M for RGB: M mixture logits, then per
+colour channel M means, M log-scales and M raw coupling coefficients (reshaped to
+(B, H, W, 3, 3M)). Channel means are coupled autoregressively inside a pixel:
+mean_G += c0 x_R and mean_B += c1 x_R + c2 x_G, with the true values of x (training) or the
+sampled ones (sampling). Grayscale (C = 1) uses P = 3M: logits, means, log-scales.
+
+Images are in [-1, 1]; an 8-bit value v sits at (v - 127.5) / 127.5, so a bin is 2/255 wide.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "discretized_mix_logistic_log_prob", "discretized_mix_logistic_loss", "nll_per_image",
+    "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
+    "energy_distance_loss", "nr_mix_from_params",
+]
+
+
+def nr_mix_from_params(num_params, num_channels=3):
+    """M from the last dimension of ``l``: P = 10M (RGB) or 3M (grayscale)."""
+    per = 10 if num_channels == 3 else 3
+    if num_params % per:
+        raise ValueError(f"a {num_channels}-channel mixture needs a multiple of {per} "
+                         f"parameters per pixel; got {num_params}")
+    return num_params // per
+
+
+def _unpack(l, num_channels):
+    """l (B, H, W, P) -> logits (B,H,W,M), means, log_scales (B,H,W,C,M), coeffs (B,H,W,3,M)|None."""
+    C = num_channels
+    M = nr_mix_from_params(l.shape[-1], C)
+    logit_probs = l[..., :M]
+    per_channel = 3 * M if C == 3 else 2 * M
+    rest = tf.reshape(l[..., M:], tf.concat([tf.shape(l)[:-1], [C, per_channel]], 0))
+    means = rest[..., :M]
+    log_scales = tf.maximum(rest[..., M:2 * M], -7.0)
+    coeffs = tf.tanh(rest[..., 2 * M:3 * M]) if C == 3 else None
+    return M, logit_probs, means, log_scales, coeffs
+
+
+def _log_prob_from_logits(x):
+    """log_softmax over the last axis, written as the original (numerically the same path)."""
+    m = tf.reduce_max(x, axis=-1, keepdims=True)
+    return x - m - tf.math.log(tf.reduce_sum(tf.exp(x - m), axis=-1, keepdims=True))
+
+
+def _log_sum_exp(x):
+    """logsumexp over the last axis, written as the original."""
+    m = tf.reduce_max(x, axis=-1)
+    m2 = tf.reduce_max(x, axis=-1, keepdims=True)
+    return m + tf.math.log(tf.reduce_sum(tf.exp(x - m2), axis=-1))
+
+
+def discretized_mix_logistic_log_prob(x, l):
+    """log p(pixel) in nats for every pixel: x (B, H, W, C) in [-1, 1], l (B, H, W, P) -> (B, H, W).
+
+    Exactly the original's computation (SPEC §3), including its edge and tail cases.
+    """
+    x = tf.cast(x, tf.float32)
+    l = tf.cast(l, tf.float32)
+    C = x.shape[-1]
+    if C not in (1, 3):
+        raise ValueError(f"the logistic mixture is defined for 1 or 3 channels; got {C}")
+    M, logit_probs, means, log_scales, coeffs = _unpack(l, C)
+    x = x[..., None] + tf.zeros_like(means)                       # (B, H, W, C, M)
+    if C == 3:
+        m2 = means[..., 1, :] + coeffs[..., 0, :] * x[..., 0, :]
+        m3 = (means[..., 2, :] + coeffs[..., 1, :] * x[..., 0, :]
+              + coeffs[..., 2, :] * x[..., 1, :])
+        means = tf.stack([means[..., 0, :], m2, m3], axis=-2)
+    centered_x = x - means
+    inv_stdv = tf.exp(-log_scales)
+    plus_in = inv_stdv * (centered_x + 1.0 / 255.0)
+    cdf_plus = tf.sigmoid(plus_in)
+    min_in = inv_stdv * (centered_x - 1.0 / 255.0)
+    cdf_min = tf.sigmoid(min_in)
+    log_cdf_plus = plus_in - tf.nn.softplus(plus_in)        # log P(x <= value 0's upper edge)
+    log_one_minus_cdf_min = -tf.nn.softplus(min_in)         # log P(x >= value 255's lower edge)
+    cdf_delta = cdf_plus - cdf_min                          # mass of an inner bin
+    mid_in = inv_stdv * centered_x
+    log_pdf_mid = mid_in - log_scales - 2.0 * tf.nn.softplus(mid_in)
+    # Edge bins take the whole tail; inner bins their mass; when that mass underflows (only for
+    # very sharp components) fall back to the density at the bin centre times the bin width.
+    log_probs = tf.where(
+        x < -0.999, log_cdf_plus,
+        tf.where(x > 0.999, log_one_minus_cdf_min,
+                 tf.where(cdf_delta > 1e-5, tf.math.log(tf.maximum(cdf_delta, 1e-12)),
+                          log_pdf_mid - np.log(127.5).astype(np.float32))))
+    log_probs = tf.reduce_sum(log_probs, axis=-2) + _log_prob_from_logits(logit_probs)
+    return _log_sum_exp(log_probs)                                # (B, H, W)
+
+
+def discretized_mix_logistic_loss(x, l, sum_all=True):
+    """Negative log-likelihood in nats. x (B, H, W, C) in [-1, 1]; l (B, H, W, P).
+
+    sum_all=True: a scalar, summed over everything; False: (B,), one NLL per image.
+    """
+    log_p = discretized_mix_logistic_log_prob(x, l)
+    if sum_all:
+        return -tf.reduce_sum(log_p)
+    return -tf.reduce_sum(log_p, axis=[1, 2])
+
+
+def nll_per_image(x, l):
+    """(B,) NLL in nats of each image."""
+    return discretized_mix_logistic_loss(x, l, sum_all=False)
+
+
+def bits_per_dim(nats, num_images, image_shape):
+    """Convert a summed NLL in nats over ``num_images`` images of ``image_shape`` (H, W, C)."""
+    dims = float(np.prod(image_shape)) * num_images
+    return nats / (math.log(2.0) * dims)
+
+
+def uniform_noise(shape, seed=None):
+    """U(1e-5, 1 - 1e-5) noise as the original's sampler draws it.
+
+    seed: None (global RNG), or a shape-(2,) int tensor / pair for stateless, reproducible draws.
+    """
+    if seed is None:
+        return tf.random.uniform(shape, minval=1e-5, maxval=1.0 - 1e-5)
+    return tf.random.stateless_uniform(shape, seed=seed, minval=1e-5, maxval=1.0 - 1e-5)
+
+
+def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, noise=None):
+    """Draw one value per pixel (SPEC §3): l (B, H, W, P) -> (B, H, W, C) in [-1, 1].
+
+    The mixture component is picked by Gumbel-max with u_mix (B, H, W, M) and the logistic
+    sample uses u (B, H, W, C), both U(1e-5, 1 - 1e-5). Pass ``noise=(u_mix, u)`` to supply
+    them (the samplers do, so fast and naive generation see the same randomness), or ``seed``
+    (a pair of ints) to draw them reproducibly; neither draws from the global RNG.
+    Not rounded to 8 bits, as the original.
+    """
+    l = tf.cast(l, tf.float32)
+    C = num_channels
+    M, logit_probs, means, log_scales, coeffs = _unpack(l, C)
+    if M != nr_mix:
+        raise ValueError(f"l has parameters for {M} mixture components, not nr_mix={nr_mix}")
+    if noise is None:
+        seeds = (None, None) if seed is None else tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+        noise = (uniform_noise(tf.shape(logit_probs), seeds[0]),
+                 uniform_noise(tf.shape(means)[:-1], seeds[1]))
+    u_mix, u = noise
+    sel = tf.one_hot(tf.argmax(logit_probs - tf.math.log(-tf.math.log(u_mix)), axis=-1),
+                     depth=M, dtype=tf.float32)[..., None, :]       # (B, H, W, 1, M)
+    means = tf.reduce_sum(means * sel, axis=-1)                      # (B, H, W, C)
+    log_scales = tf.maximum(tf.reduce_sum(log_scales * sel, axis=-1), -7.0)
+    x = means + tf.exp(log_scales) * (tf.math.log(u) - tf.math.log(1.0 - u))
+    if C == 1:
+        return tf.clip_by_value(x, -1.0, 1.0)
+    coeffs = tf.reduce_sum(coeffs * sel, axis=-1)
+    x0 = tf.minimum(tf.maximum(x[..., 0], -1.0), 1.0)
+    x1 = tf.minimum(tf.maximum(x[..., 1] + coeffs[..., 0] * x0, -1.0), 1.0)
+    x2 = tf.minimum(tf.maximum(x[..., 2] + coeffs[..., 1] * x0 + coeffs[..., 2] * x1, -1.0), 1.0)
+    return tf.stack([x0, x1, x2], axis=-1)
+
+
+def energy_distance_loss(x, samples):
+    """The original's energy-distance objective (SPEC §2).
+
+    x: (B, H, W, 3) in [-1, 1]; samples: (N, B, H, W, 3) (N = 10 from the model's head).
+    2 mean_i S(x, x_i) - mean_{i<j} S(x_i, x_j), S(a, b) = sum over pixels of
+    (1e-10 + sum over RGB of (127.5 (a - b))^2)^0.75.
+    """
+    x = tf.cast(x, tf.float32)
+    samples = tf.cast(samples, tf.float32)
+    n = samples.shape[0]
+
+    def S(a, b):
+        return tf.reduce_sum(tf.pow(1e-10 + tf.reduce_sum(tf.square(127.5 * (a - b)), -1), 0.75))
+
+    data_term = tf.add_n([S(x, samples[i]) for i in range(n)]) / n
+    pairs = [S(samples[i], samples[j]) for i in range(n) for j in range(i + 1, n)]
+    return 2.0 * data_term - tf.add_n(pairs) / len(pairs)

@@ -1,0 +1,107 @@
+"""The original's optimiser (Adam with epsilon inside the square root) and Polyak averaging.
+
+SPEC.md §4. Keras's own Adam adds epsilon outside the square root,
+p -= lr * m_hat / (sqrt(v_hat) + eps), which differs for small gradients; the original
+computes p -= lr * m_hat / sqrt(v_hat + eps) with its own defaults β1 = 0.95, β2 = 0.9995.
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+__all__ = ["Adam", "PolyakAverage"]
+
+
+class Adam(keras.optimizers.Optimizer):
+    """Adam exactly as the original's ``nn.adam_updates`` (t = 1, 2, ...):
+
+        m = β1 m + (1 - β1) g;   v = β2 v + (1 - β2) g²
+        p -= lr · (m / (1 - β1^t)) / sqrt(v / (1 - β2^t) + ε)
+
+    ``learning_rate`` may be changed between steps (``opt.learning_rate = lr``, or
+    ``opt.learning_rate.assign(lr)`` inside a tf.function), as train.py does every step.
+    """
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.95, beta_2=0.9995, epsilon=1e-8,
+                 name="pixelcnn_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        g = tf.cast(gradient, dtype)
+        t = tf.cast(self.iterations + 1, dtype)
+        i = self._get_variable_index(variable)
+        m, v = self._m[i], self._v[i]
+        # Rounded as the original: (1 - β) is formed in double precision before the cast,
+        # 1 - β^t in float32. The two differ by ~2e-5 relative for β2 = 0.9995.
+        m_t = tf.cast(self.beta_1, dtype) * m + tf.cast(1.0 - self.beta_1, dtype) * g
+        v_t = tf.cast(self.beta_2, dtype) * v + tf.cast(1.0 - self.beta_2, dtype) * tf.square(g)
+        m_hat = m_t / (1.0 - tf.pow(tf.cast(self.beta_1, dtype), t))
+        v_hat = v_t / (1.0 - tf.pow(tf.cast(self.beta_2, dtype), t))
+        self.assign(m, m_t)
+        self.assign(v, v_t)
+        self.assign_sub(variable, lr * (m_hat / tf.sqrt(v_hat + tf.cast(self.epsilon, dtype))))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+class PolyakAverage(tf.Module):
+    """Exponential moving averages of a list of variables (TF's ExponentialMovingAverage rule):
+
+        avg -= (1 - decay) * (avg - var)            after every optimiser step
+
+    Deviation from the original (marked): the averages start from the variables' values when
+    this object is created -- call it after data-dependent init -- whereas the original's
+    started from the pre-init values (g = 1, b = 0), which takes thousands of steps to wash out.
+    ``swap()`` puts the averages into the variables (for evaluation and sampling) and back.
+    """
+
+    def __init__(self, variables, decay=0.9995, name="polyak"):
+        super().__init__(name=name)
+        self.decay = float(decay)
+        self._vars = list(variables)
+        self.averages = [
+            tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"avg_{i}")
+            for i, v in enumerate(self._vars)]
+
+    def update(self):
+        """One averaging step; call after each optimiser step."""
+        for avg, var in zip(self.averages, self._vars):
+            avg.assign_sub((avg - tf.cast(tf.convert_to_tensor(var), avg.dtype))
+                           * (1.0 - self.decay))
+
+    def reset(self, values=None):
+        """Restart the averages from the variables' current values (or from ``values``)."""
+        values = self._vars if values is None else values
+        for avg, v in zip(self.averages, values):
+            avg.assign(tf.convert_to_tensor(v))
+
+    def _swap_values(self):
+        for avg, var in zip(self.averages, self._vars):
+            tmp = tf.convert_to_tensor(var)
+            var.assign(tf.convert_to_tensor(avg))
+            avg.assign(tmp)
+
+    @contextlib.contextmanager
+    def swap(self):
+        """Within the block the variables hold the averages; on exit (even on error) they are
+        back to the trained values and the averages are unchanged."""
+        self._swap_values()
+        try:
+            yield
+        finally:
+            self._swap_values()
