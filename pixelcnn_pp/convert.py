@@ -49,7 +49,7 @@ def assign_tf1_variables(model, arrays):
             "nr_logistic_mix, num_classes, energy_distance and the image channels):\n  "
             + "\n  ".join(parts))
     for name, var in variables.items():
-        var.assign(np.asarray(arrays[name], dtype=np.float32))
+        var.assign(np.asarray(arrays[name], dtype=var.dtype))
 
 
 def export_tf1_variables(model):

@@ -79,7 +79,7 @@ class _WeightNorm(keras.layers.Layer):
             # Data-dependent init (SPEC §1): normalise this layer's output on the init batch,
             # then recompute it with the new g, b so that later layers see the normalised one.
             axes = list(range(len(y.shape) - 1))
-            m, v = tf.nn.moments(tf.cast(y, tf.float32), axes)
+            m, v = tf.nn.moments(tf.cast(y, self.variable_dtype), axes)
             scale = self.init_scale / tf.sqrt(v + 1e-10)
             self.g.assign(self.g * scale)
             self.b.assign_add(-m * scale)
@@ -89,8 +89,10 @@ class _WeightNorm(keras.layers.Layer):
         return self._crop(y)
 
     def _vg(self):
-        # Weight-norm statistics always in float32; cast the result for the layer's compute.
-        return tf.convert_to_tensor(self.V, tf.float32), tf.convert_to_tensor(self.g, tf.float32)
+        # Weight-norm statistics in the variable dtype (float32 also under mixed precision);
+        # the effective weights are cast to the compute dtype where they are used.
+        return (tf.convert_to_tensor(self.V, self.variable_dtype),
+                tf.convert_to_tensor(self.g, self.variable_dtype))
 
     def _cast(self, w):
         return tf.cast(w, self.compute_dtype)

@@ -30,6 +30,11 @@ def nr_mix_from_params(num_params, num_channels=3):
     return num_params // per
 
 
+def _loss_dtype(t):
+    """The likelihood runs in float32 (also under mixed precision), or float64 if given."""
+    return tf.float64 if t.dtype == tf.float64 else tf.float32
+
+
 def _unpack(l, num_channels):
     """l (B, H, W, P) -> logits (B,H,W,M), means, log_scales (B,H,W,C,M), coeffs (B,H,W,3,M)|None."""
     C = num_channels
@@ -61,8 +66,9 @@ def discretized_mix_logistic_log_prob(x, l):
 
     Exactly the original's computation (SPEC §3), including its edge and tail cases.
     """
-    x = tf.cast(x, tf.float32)
-    l = tf.cast(l, tf.float32)
+    dtype = _loss_dtype(l)
+    x = tf.cast(x, dtype)
+    l = tf.cast(l, dtype)
     C = x.shape[-1]
     if C not in (1, 3):
         raise ValueError(f"the logistic mixture is defined for 1 or 3 channels; got {C}")
@@ -90,7 +96,7 @@ def discretized_mix_logistic_log_prob(x, l):
         x < -0.999, log_cdf_plus,
         tf.where(x > 0.999, log_one_minus_cdf_min,
                  tf.where(cdf_delta > 1e-5, tf.math.log(tf.maximum(cdf_delta, 1e-12)),
-                          log_pdf_mid - np.log(127.5).astype(np.float32))))
+                          log_pdf_mid - tf.constant(np.log(127.5), dtype))))
     log_probs = tf.reduce_sum(log_probs, axis=-2) + _log_prob_from_logits(logit_probs)
     return _log_sum_exp(log_probs)                                # (B, H, W)
 

@@ -231,7 +231,8 @@ class PixelCNNPP(keras.Model):
 
         if self.energy_distance:
             return self._energy_distance_head(ul)
-        return tf.cast(self.out_nin(tf.nn.elu(ul)), tf.float32)  # (B, H, W, 10M)
+        out = self.out_nin(tf.nn.elu(ul))                           # (B, H, W, 10M)
+        return out if out.dtype == tf.float64 else tf.cast(out, tf.float32)
 
     def _energy_distance_head(self, ul, noise=None):
         """(B, H, W, F) -> (10, B, H, W, 3): ten samples per image (the original's head)."""
