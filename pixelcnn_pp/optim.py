@@ -73,25 +73,28 @@ class PolyakAverage(tf.Module):
     def __init__(self, variables, decay=0.9995, name="polyak"):
         super().__init__(name=name)
         self.decay = float(decay)
-        self._vars = list(variables)
+        variables = list(variables)
+        # A closure, not an attribute: the model's variables are checkpointed by the model,
+        # and an attribute would make every checkpoint hold them twice.
+        self._variables = lambda: variables
         self.averages = [
             tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"avg_{i}")
-            for i, v in enumerate(self._vars)]
+            for i, v in enumerate(variables)]
 
     def update(self):
         """One averaging step; call after each optimiser step."""
-        for avg, var in zip(self.averages, self._vars):
+        for avg, var in zip(self.averages, self._variables()):
             avg.assign_sub((avg - tf.cast(tf.convert_to_tensor(var), avg.dtype))
                            * (1.0 - self.decay))
 
     def reset(self, values=None):
         """Restart the averages from the variables' current values (or from ``values``)."""
-        values = self._vars if values is None else values
+        values = self._variables() if values is None else values
         for avg, v in zip(self.averages, values):
             avg.assign(tf.convert_to_tensor(v))
 
     def _swap_values(self):
-        for avg, var in zip(self.averages, self._vars):
+        for avg, var in zip(self.averages, self._variables()):
             tmp = tf.convert_to_tensor(var)
             var.assign(tf.convert_to_tensor(avg))
             avg.assign(tmp)
