@@ -45,13 +45,13 @@ class Adam(keras.optimizers.Optimizer):
         m, v = self._m[i], self._v[i]
         # Rounded as the original: (1 - β) is formed in double precision before the cast,
         # 1 - β^t in float32. The two differ by ~2e-5 relative for β2 = 0.9995.
-        m_t = tf.cast(self.beta_1, dtype) * m + tf.cast(1.0 - self.beta_1, dtype) * g
-        v_t = tf.cast(self.beta_2, dtype) * v + tf.cast(1.0 - self.beta_2, dtype) * tf.square(g)
-        m_hat = m_t / (1.0 - tf.pow(tf.cast(self.beta_1, dtype), t))
-        v_hat = v_t / (1.0 - tf.pow(tf.cast(self.beta_2, dtype), t))
+        m_t = tf.constant(self.beta_1, dtype) * m + tf.constant(1.0 - self.beta_1, dtype) * g
+        v_t = tf.constant(self.beta_2, dtype) * v + tf.constant(1.0 - self.beta_2, dtype) * tf.square(g)
+        m_hat = m_t / (1.0 - tf.pow(tf.constant(self.beta_1, dtype), t))
+        v_hat = v_t / (1.0 - tf.pow(tf.constant(self.beta_2, dtype), t))
         self.assign(m, m_t)
         self.assign(v, v_t)
-        self.assign_sub(variable, lr * (m_hat / tf.sqrt(v_hat + tf.cast(self.epsilon, dtype))))
+        self.assign_sub(variable, lr * (m_hat / tf.sqrt(v_hat + tf.constant(self.epsilon, dtype))))
 
     def get_config(self):
         config = super().get_config()
