@@ -209,7 +209,8 @@ NETWORK_ERRORS = (OSError, http.client.HTTPException)
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, numbers and numpy arrays, and nothing else: a pickle
     can run arbitrary code, and a data file has no reason to."""
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("builtins", "bytearray"),
                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
