@@ -43,7 +43,8 @@ def assign_tf1_variables(model, arrays):
         for title, names in (("missing", missing), ("unexpected", unexpected),
                              ("mis-shaped", misshaped)):
             if names:
-                parts.append(f"{len(names)} {title}:\n    " + "\n    ".join(names))
+                shown = names[:12] + ([f"... and {len(names) - 12} more"] if len(names) > 12 else [])
+                parts.append(f"{len(names)} {title}:\n    " + "\n    ".join(shown))
         raise ValueError(
             "the variables do not match this model (check nr_resnet, nr_filters, "
             "nr_logistic_mix, num_classes, energy_distance and the image channels):\n  "
