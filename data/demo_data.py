@@ -7,10 +7,10 @@ lists the sources and licences).
 Test crops come from the right-most 30% of each photograph and train crops from the rest, so
 no test image shares a pixel with a training image.
 
-Thousands of 32x32 photo crops do not compress (about 2.8 kB each, like CIFAR-10), so the file
-holds the six photographs (downscaled to 320 pixels on their short side) and a table of crops
-(class, top, left, side, flip), and `render_crops` cuts and area-averages them here on load
-(under a second). The arithmetic is exact (integer sums in float64), so every machine gets the
+Thousands of 32x32 photo crops hardly compress (about 2.4 kB each), so the file holds the six
+photographs (shrunk to at most 320 pixels on their short side) and a table of crops (class,
+top, left, side, flip), and `render_crops` cuts and area-averages them here on load (about a
+second). The arithmetic is exact (integer sums in float64), so every machine gets the
 same bytes; a SHA-256 of the result stored at generation time checks it.
 """
 
@@ -48,7 +48,8 @@ def load(subset="train", path=DEMO_FILE):
             digest = str(f[f"{subset}_sha256"])
     except Exception as e:   # missing, truncated (BadZipFile), wrong keys: all alike
         raise CorruptDatasetError(f"the demo set {path} is missing or damaged ({e}); reinstall "
-                                  f"the package or regenerate it with tools/make_demo_set.py") from e
+                                  f"the package or regenerate it with tools/make_demo_set.py"
+                                  ) from e
     x = render_crops(photos, crops)
     if hashlib.sha256(x.tobytes()).hexdigest() != digest:
         raise CorruptDatasetError(f"the demo {subset} images rendered from {path} differ from "

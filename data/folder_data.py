@@ -67,8 +67,8 @@ def list_images(data_dir):
             if found:
                 classes.append((name, found))
     if not classes:
-        top = sorted(f for f in os.listdir(data_dir)
-                     if f.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(data_dir, f)))
+        top = sorted(f for f in os.listdir(data_dir) if f.lower().endswith(EXTENSIONS)
+                     and os.path.isfile(os.path.join(data_dir, f)))
         if not top:
             raise DatasetNotFoundError(f"{data_dir} holds no images ({', '.join(EXTENSIONS)}), "
                                        f"neither directly nor in class sub-folders")

@@ -89,8 +89,9 @@ def write_release(data_dir, size=32, fmt="pickle", per_batch=3):
     the release lays them out; returns {subset: (x, zero-based labels)}."""
     suffix = "_npz" if fmt == "npz" else ""
     out = {}
+    train_names = [f"train_data_batch_{i}" for i in range(1, 11)]
     for subset, folder, names in (
-            ("train", f"Imagenet{size}_train{suffix}", [f"train_data_batch_{i}" for i in range(1, 11)]),
+            ("train", f"Imagenet{size}_train{suffix}", train_names),
             ("test", f"Imagenet{size}_val{suffix}", ["val_data"])):
         os.makedirs(os.path.join(data_dir, folder), exist_ok=True)
         xs, ys = [], []

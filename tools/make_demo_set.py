@@ -3,8 +3,8 @@
 scikit-image is needed here only, not by the project. Either install it or point --source at
 its wheel (a .whl is a zip) or at a folder holding its `skimage/data` files:
 
-    pip download scikit-image==0.26.0 --no-deps -d /tmp/wheels
-    python tools/make_demo_set.py --source /tmp/wheels/scikit_image-0.26.0-*.whl
+    pip download scikit-image==0.26.0 --no-deps -d wheels
+    python tools/make_demo_set.py --source wheels/scikit_image-0.26.0-*.whl
 
 The output is the same on every machine for the same source files (their md5s are checked
 against the ones the shipped set was made from): all arithmetic is exact and the crop table
