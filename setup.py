@@ -13,6 +13,6 @@ setup(
     py_modules=["train", "sample", "eval"],
     include_package_data=True,
     package_data={"data": ["demo/*.npz", "demo/*.md"]},
-    install_requires=["tensorflow>=2.16", "numpy", "imageio", "absl-py"],
+    install_requires=["tensorflow>=2.16", "numpy", "imageio", "absl-py", "tensorboard"],
     extras_require={"test": ["pytest"]},
 )

@@ -77,8 +77,11 @@ class PolyakAverage(tf.Module):
         # A closure, not an attribute: the model's variables are checkpointed by the model,
         # and an attribute would make every checkpoint hold them twice.
         self._variables = lambda: variables
+        # Every replica computes the same average; under a distribution strategy the first
+        # replica's value is kept (the update runs inside the replicated train step).
         self.averages = [
-            tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"avg_{i}")
+            tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"avg_{i}",
+                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for i, v in enumerate(variables)]
 
     def update(self):

@@ -1,0 +1,474 @@
+"""The training loop of the original train.py on TensorFlow 2's distribution machinery.
+
+``train(TrainConfig(...))`` is what ``train.py`` calls after parsing flags; tests call it too.
+Semantics follow SPEC.md §4: data-dependent init once on ``init_batch_size`` images, the
+gradient of the summed NLL over the global batch (per-replica sums, added), the original's
+Adam with the learning rate decayed before every step, Polyak averages for test bits/dim
+and samples, dropout in training only.
+"""
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from pixelcnn_pp import checkpoint as ckpt_lib
+from pixelcnn_pp.config import ModelConfig
+from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, energy_distance_loss
+from pixelcnn_pp.optim import Adam, PolyakAverage
+
+__all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "DATA_SETS",
+           "NonFiniteLossError"]
+
+# --data_set name -> (module, extra constructor arguments)
+DATA_SETS = {
+    "demo": ("data.demo_data", {}),
+    "cifar": ("data.cifar10_data", {}),
+    "imagenet": ("data.imagenet_data", {"size": 32}),
+    "imagenet64": ("data.imagenet_data", {"size": 64}),
+    "mnist": ("data.mnist_data", {"pad_to": 32}),
+    "folder": ("data.folder_data", {}),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """All of train.py's flags (the original's, with its defaults, plus ours)."""
+    data_dir: str = "data_files"
+    save_dir: str = "save"
+    data_set: str = "demo"
+    save_interval: int = 20
+    load_params: bool = False
+    model: str = "pixelcnn_pp"
+    nr_resnet: int = 5
+    nr_filters: int = 160
+    nr_logistic_mix: int = 10
+    resnet_nonlinearity: str = "concat_elu"
+    class_conditional: bool = False
+    energy_distance: bool = False
+    num_layers: int = 15
+    num_filters: int = 128
+    learning_rate: float = 0.001
+    lr_decay: float = 0.999995
+    batch_size: int = 16
+    init_batch_size: int = 16
+    dropout_p: float = 0.5
+    max_epochs: int = 5000
+    nr_gpu: int = 8
+    polyak_decay: float = 0.9995
+    num_samples: int = 1
+    seed: int = 1
+    max_steps: Optional[int] = None
+    strategy: str = "mirrored"
+    precision: str = "float32"
+    jit_compile: bool = False
+    sample_method: str = "fast"
+    quiet: bool = False
+
+    def model_config(self, image_shape, num_labels):
+        if self.class_conditional and not num_labels:
+            raise ValueError(f"--class_conditional needs a labelled data set; "
+                             f"{self.data_set!r} has no labels")
+        return ModelConfig(
+            model=self.model, image_shape=tuple(image_shape), nr_resnet=self.nr_resnet,
+            nr_filters=self.nr_filters, nr_logistic_mix=self.nr_logistic_mix,
+            resnet_nonlinearity=self.resnet_nonlinearity, dropout_p=self.dropout_p,
+            num_classes=num_labels if self.class_conditional else None,
+            energy_distance=self.energy_distance, num_layers=self.num_layers,
+            num_filters=self.num_filters)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------- setup
+def make_strategy(kind="mirrored", nr_gpu=1, log=print):
+    """one_device | mirrored (nr_gpu GPUs; logical CPU devices without GPUs) | multi_worker."""
+    if kind == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multi_worker reads the cluster from the TF_CONFIG "
+                             "environment variable, which is not set (see the README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if kind != "mirrored":
+        raise ValueError(f"--strategy must be mirrored, multi_worker or one_device; got {kind!r}")
+    if gpus:
+        if nr_gpu > len(gpus):
+            log(f"--nr_gpu {nr_gpu} but only {len(gpus)} GPU(s) visible: using {len(gpus)}")
+        n = min(nr_gpu, len(gpus))
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+    if nr_gpu > 1:
+        # No GPU: run the replicas on logical CPU devices (how the tests run MirroredStrategy).
+        cpus = tf.config.list_physical_devices("CPU")
+        logical = tf.config.list_logical_devices("CPU")
+        if len(logical) < nr_gpu:
+            try:
+                tf.config.set_logical_device_configuration(
+                    cpus[0], [tf.config.LogicalDeviceConfiguration()] * nr_gpu)
+            except RuntimeError:
+                log("could not split the CPU into logical devices after TensorFlow started; "
+                    f"using {len(logical)}")
+        logical = tf.config.list_logical_devices("CPU")
+        n = min(nr_gpu, len(logical))
+        log(f"no GPU visible: {n} replica(s) on logical CPU devices")
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def make_loader(data_set, data_dir, subset, batch_size, rng=None, shuffle=False,
+                return_labels=False):
+    """A DataLoader for a --data_set name, or for "package.module" / "package.module:Class"
+    naming a custom DataLoader class (default class name: DataLoader)."""
+    if data_set in DATA_SETS:
+        module_name, extra = DATA_SETS[data_set]
+        cls_name = "DataLoader"
+    else:
+        module_name, _, cls_name = data_set.partition(":")
+        cls_name = cls_name or "DataLoader"
+        extra = {}
+        if "." not in module_name and ":" not in data_set:
+            raise ValueError(f"unknown --data_set {data_set!r}: use one of {sorted(DATA_SETS)} "
+                             "or 'package.module[:Class]' naming your own DataLoader")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(data_dir, subset, batch_size, rng=rng, shuffle=shuffle,
+               return_labels=return_labels, **extra)
+
+
+def scale_images(x):
+    """uint8 -> float32 in [-1, 1], as the original: (x - 127.5) / 127.5."""
+    return (tf.cast(x, tf.float32) - 127.5) / 127.5
+
+
+# ---------------------------------------------------------------------------------- state
+class _DataState(tf.Module):
+    """The loader's state at the start of the current epoch plus the batches done since, kept
+    in the checkpoint so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.order = tf.Variable(tf.zeros([n], tf.int64), trainable=False)
+        self.position = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.rng_keys = tf.Variable(tf.zeros([624], tf.int64), trainable=False)
+        self.rng_pos = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.rng_has_gauss = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.rng_cached_gaussian = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.batches_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def record_epoch_start(self, loader):
+        s = loader.get_state()
+        self.order.assign(s["order"])
+        self.position.assign(s["position"])
+        self.rng_keys.assign(s["rng_keys"].astype(np.int64))
+        self.rng_pos.assign(s["rng_pos"])
+        self.rng_has_gauss.assign(s["rng_has_gauss"])
+        self.rng_cached_gaussian.assign(s["rng_cached_gaussian"])
+        self.batches_done.assign(0)
+
+    def restore_into(self, loader):
+        loader.set_state({
+            "order": self.order.numpy(), "position": self.position.numpy(),
+            "rng_keys": self.rng_keys.numpy().astype(np.uint32), "rng_pos": self.rng_pos.numpy(),
+            "rng_has_gauss": self.rng_has_gauss.numpy(),
+            "rng_cached_gaussian": self.rng_cached_gaussian.numpy()})
+
+
+class _StopRequested:
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at the next step."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:  # second signal: stop at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------- loop
+def _objective(config):
+    """(x, model output) -> summed objective over the batch, in float32 (nats)."""
+    if config.model == "pixelcnn":
+        from pixelcnn_pp.baseline import softmax_nll
+        return lambda x, out: softmax_nll(x, out)
+    if config.energy_distance:
+        return energy_distance_loss
+    return discretized_mix_logistic_loss
+
+
+def _bar(i, n, t0, extra=""):
+    width = 30
+    done = int(width * i / max(n, 1))
+    rate = i / max(time.time() - t0, 1e-9)
+    return f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.2f} it/s {extra}"
+
+
+def train(cfg: TrainConfig, log=None):
+    """Run (or resume) training as configured. Returns the list of metric dicts written."""
+    log = log or (lambda *a: None if cfg.quiet else print(*a, flush=True))
+    if cfg.precision != "float32":
+        import keras
+        keras.mixed_precision.set_global_policy(cfg.precision)
+    os.makedirs(cfg.save_dir, exist_ok=True)
+    tf.random.set_seed(cfg.seed)
+    rng = np.random.RandomState(cfg.seed)
+    strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg.batch_size * replicas
+
+    want_labels = cfg.class_conditional
+    train_data = make_loader(cfg.data_set, cfg.data_dir, "train", global_batch, rng=rng,
+                             shuffle=True, return_labels=want_labels)
+    test_data = make_loader(cfg.data_set, cfg.data_dir, "test", global_batch, shuffle=False,
+                            return_labels=want_labels)
+    image_shape = tuple(train_data.get_observation_size())
+    model_config = cfg.model_config(image_shape, train_data.get_num_labels())
+    num_classes = model_config.num_classes
+    dims = float(np.prod(image_shape))
+
+    resume_path = ckpt_lib.latest_checkpoint(cfg.save_dir) if cfg.load_params else None
+    if cfg.load_params and resume_path is None:
+        raise FileNotFoundError(f"--load_params: no checkpoint in {cfg.save_dir!r} to resume")
+    if resume_path:
+        saved, _ = ckpt_lib.read_config(cfg.save_dir)
+        diff = saved.differences(model_config)
+        if diff:
+            raise ValueError(
+                "--load_params: these settings differ from the checkpoint's and would change "
+                "the model: " + ", ".join(f"{k}: saved {a} vs now {b}"
+                                          for k, (a, b) in sorted(diff.items()))
+                + ". Use the saved values or a new --save_dir.")
+    elif ckpt_lib.latest_checkpoint(cfg.save_dir):
+        raise FileExistsError(
+            f"{cfg.save_dir!r} already holds a checkpoint: pass --load_params to resume it, or "
+            "choose another --save_dir (nothing is overwritten)")
+
+    objective = _objective(model_config)
+
+    with strategy.scope():
+        model = ckpt_lib.build_model(model_config, seed=cfg.seed)
+        optimizer = Adam(learning_rate=cfg.learning_rate)
+        if cfg.precision == "mixed_float16":
+            import keras
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        averages = PolyakAverage(model.trainable_variables, decay=cfg.polyak_decay)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        data_state = _DataState(len(train_data.data))
+    checkpoint = tf.train.Checkpoint(model=model, averages=averages, optimizer=optimizer,
+                                     step=step, epoch=epoch, rng=model.rng, data=data_state)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(cfg.save_dir, ckpt_lib.CKPT_SUBDIR), max_to_keep=3)
+
+    def labels_to_h(y):
+        return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
+
+    if resume_path:
+        checkpoint.restore(resume_path).assert_existing_objects_matched()
+        data_state.restore_into(train_data)
+        for _ in range(int(data_state.batches_done.numpy())):
+            next(train_data)  # skip the batches of this epoch already trained on
+        log(f"resumed from {resume_path} at epoch {int(epoch.numpy())}, "
+            f"step {int(step.numpy())}")
+    else:
+        ckpt_lib.write_config(cfg.save_dir, model_config, dataclasses.asdict(cfg))
+        # Data-dependent init on the first init_batch_size images of the shuffled train set,
+        # on one device (cross-replica), so its statistics equal a single-device init.
+        batch = train_data.next(cfg.init_batch_size)
+        x_init, y_init = batch if want_labels else (batch, None)
+        log("initializing the model...")
+        with strategy.scope():
+            model.initialize(scale_images(x_init), h=labels_to_h(y_init))
+            averages.reset()  # deviation: averages start from the data-initialised weights
+        train_data.reset()
+        data_state.record_epoch_start(train_data)
+
+    # ---- compiled steps
+    def replica_train_step(x, y, lr):
+        x = scale_images(x)
+        with tf.GradientTape() as tape:
+            out = model(x, h=labels_to_h(y), training=True)
+            loss = objective(x, out)                  # summed over this replica's images
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.learning_rate.assign(lr)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
+        averages.update()
+        return loss
+
+    def replica_eval_step(x, y):
+        x = scale_images(x)
+        return objective(x, model(x, h=labels_to_h(y), training=False))
+
+    @tf.function(jit_compile=None)
+    def train_step(x, y, lr):
+        losses = strategy.run(replica_train_step, args=(x, y, lr))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    @tf.function
+    def eval_step(x, y):
+        losses = strategy.run(replica_eval_step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def distributed(batches):
+        """numpy (x[, y]) batches -> a prefetched distributed tf.data pipeline."""
+        H, W, C = image_shape
+
+        def gen():
+            for b in batches:
+                x, y = b if want_labels else (b, np.zeros(len(b), np.int32))
+                yield x, y.astype(np.int32)
+
+        ds = tf.data.Dataset.from_generator(gen, output_signature=(
+            tf.TensorSpec((global_batch, H, W, C), tf.uint8),
+            tf.TensorSpec((global_batch,), tf.int32))).prefetch(2)
+        return strategy.experimental_distribute_dataset(ds)
+
+    def evaluate():
+        total, n = 0.0, 0
+        with averages.swap():  # test bits/dim with the Polyak averages, as the original
+            for x, y in distributed(test_data):
+                total += float(eval_step(x, y))
+                n += global_batch
+        return total / (math.log(2.0) * dims * max(n, 1))
+
+    metrics_path = os.path.join(cfg.save_dir, "metrics.jsonl")
+    writer = tf.summary.create_file_writer(os.path.join(cfg.save_dir, "tensorboard"))
+    test_bpds = []
+    npz_path = os.path.join(cfg.save_dir, f"test_bpd_{cfg.data_set.replace(':', '_')}.npz")
+    if resume_path and os.path.exists(npz_path):
+        test_bpds = list(np.load(npz_path)["test_bpd"])
+    written = []
+
+    def save_outputs(ep, with_samples):
+        if with_samples:
+            _write_samples(cfg, model, averages, model_config, ep, writer, log)
+        _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
+        manager.save(checkpoint_number=int(step.numpy()))
+
+    stop = None
+    with _StopRequested() as stop:
+        while int(epoch.numpy()) < cfg.max_epochs:
+            ep = int(epoch.numpy())
+            t0 = time.time()
+            train_nats, train_images = 0.0, 0
+            done_before = int(data_state.batches_done.numpy())
+            n_batches = len(train_data) - done_before
+            ended_by = None
+            for i, (x, y) in enumerate(distributed(train_data)):
+                lr = cfg.learning_rate * cfg.lr_decay ** (int(step.numpy()) + 1)
+                loss = float(train_step(x, y, tf.constant(lr, tf.float32)))
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"the training loss became {loss} at step {int(step.numpy()) + 1}: "
+                        f"stopping; the last good checkpoint in {manager.directory} is kept. "
+                        "Try a lower --learning_rate.")
+                step.assign_add(1)
+                data_state.batches_done.assign_add(1)
+                train_nats += loss
+                train_images += global_batch
+                if not cfg.quiet and sys.stdout.isatty():
+                    print(_bar(i + 1, n_batches, t0,
+                               f"bpd {loss / (math.log(2.0) * dims * global_batch):.4f}"),
+                          end="", flush=True)
+                if cfg.max_steps is not None and int(step.numpy()) >= cfg.max_steps:
+                    ended_by = "max_steps"
+                    break
+                if stop.signum is not None:
+                    ended_by = "signal"
+                    break
+            if ended_by == "signal":
+                log(f"\nsignal {stop.signum}: saving a checkpoint at step {int(step.numpy())}")
+                manager.save(checkpoint_number=int(step.numpy()))
+                return written
+            if ended_by is None:  # a full epoch
+                epoch.assign_add(1)
+                data_state.record_epoch_start(train_data)
+            if not cfg.quiet and sys.stdout.isatty():
+                print()
+            train_bpd = (train_nats / (math.log(2.0) * dims * train_images)
+                         if train_images else float("nan"))
+            test_bpd = evaluate()
+            test_bpds.append(test_bpd)
+            seconds = time.time() - t0
+            log(f"Iteration {ep}, time = {seconds:.0f}s, train bits_per_dim = {train_bpd:.4f}, "
+                f"test bits_per_dim = {test_bpd:.4f}")
+            lr_now = cfg.learning_rate * cfg.lr_decay ** int(step.numpy())
+            record = {"epoch": ep, "step": int(step.numpy()), "train_bpd": train_bpd,
+                      "test_bpd": test_bpd, "seconds": seconds, "lr": lr_now,
+                      "images_per_second": train_images / seconds if seconds else None}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            written.append(record)
+            with writer.as_default(step=int(step.numpy())):
+                tf.summary.scalar("train/bits_per_dim", train_bpd)
+                tf.summary.scalar("test/bits_per_dim", test_bpd)
+                tf.summary.scalar("train/learning_rate", lr_now)
+            last = ended_by == "max_steps" or int(epoch.numpy()) >= cfg.max_epochs
+            if ep % cfg.save_interval == 0 or last:
+                save_outputs(ep, with_samples=cfg.num_samples > 0)
+            if ended_by == "max_steps":
+                break
+    writer.flush()
+    return written
+
+
+def _atomic_savez(path, **arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _write_samples(cfg, model, averages, model_config, ep, writer, log):
+    """num_samples batches of samples with the averaged weights: PNG tile + .npz."""
+    from pixelcnn_pp import plotting
+    H, W, C = model_config.image_shape
+    n = cfg.batch_size
+    images = []
+    for k in range(cfg.num_samples):
+        h = None
+        if model_config.num_classes:
+            # labels arange(n) mod K, as the original
+            h = tf.one_hot(np.arange(n) % model_config.num_classes, model_config.num_classes)
+        seed = cfg.seed * 100003 + ep * 1009 + k
+        with averages.swap():
+            if model_config.model == "pixelcnn":
+                from pixelcnn_pp.baseline import sample as sample_baseline
+                x = sample_baseline(model, n, image_shape=(H, W, C), seed=seed)
+            else:
+                from pixelcnn_pp.sampling import sample
+                x = sample(model, n, image_shape=(H, W, C), h=h, seed=seed,
+                           method=cfg.sample_method)
+        images.append(np.asarray(x))
+    images = np.concatenate(images)
+    u8 = plotting.images_to_uint8(images)
+    base = os.path.join(cfg.save_dir, f"{cfg.data_set.replace(':', '_')}_sample{ep}")
+    plotting.save_tile(base + ".png", u8[:100])
+    _atomic_savez(base + ".npz", images=u8)
+    with writer.as_default(step=ep):
+        tf.summary.image("samples", u8[:16].astype(np.float32) / 255.0, max_outputs=16)
+    log(f"wrote {len(u8)} samples to {base}.png / .npz")

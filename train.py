@@ -1,0 +1,65 @@
+"""Train PixelCNN++ (or the PixelCNN baseline): the original's flags, on TF2 distribution.
+
+    python train.py --data_set demo --nr_resnet 1 --nr_filters 32 --nr_gpu 1 --max_epochs 3
+    python train.py --data_dir ~/data/cifar --save_dir save --nr_gpu 8     # the paper's run
+
+Flags are parsed here only; the loop lives in pixelcnn_pp/training.py.
+"""
+
+import dataclasses
+
+from absl import app, flags
+
+from pixelcnn_pp.training import TrainConfig, train
+
+_D = TrainConfig()
+F = flags.FLAGS
+# The original's flags, names and defaults.
+flags.DEFINE_string("data_dir", _D.data_dir, "Location for the dataset")
+flags.DEFINE_string("save_dir", _D.save_dir, "Location for parameter checkpoints and samples")
+flags.DEFINE_string("data_set", _D.data_set,
+                    "demo|cifar|imagenet|imagenet64|mnist|folder, or package.module[:Class] "
+                    "naming your own DataLoader")
+flags.DEFINE_integer("save_interval", _D.save_interval,
+                     "Every how many epochs to write checkpoint/samples (epoch 0 included)")
+flags.DEFINE_boolean("load_params", _D.load_params, "Resume from the checkpoint in save_dir")
+flags.DEFINE_integer("nr_resnet", _D.nr_resnet, "Number of residual blocks per stage")
+flags.DEFINE_integer("nr_filters", _D.nr_filters, "Number of filters in the model")
+flags.DEFINE_integer("nr_logistic_mix", _D.nr_logistic_mix, "Number of logistic components")
+flags.DEFINE_enum("resnet_nonlinearity", _D.resnet_nonlinearity, ["concat_elu", "elu", "relu"],
+                  "Nonlinearity in the gated resnets")
+flags.DEFINE_boolean("class_conditional", _D.class_conditional, "Condition on the labels")
+flags.DEFINE_boolean("energy_distance", _D.energy_distance, "Train with the energy distance")
+flags.DEFINE_float("learning_rate", _D.learning_rate, "Base learning rate")
+flags.DEFINE_float("lr_decay", _D.lr_decay, "Learning rate decay, applied every step")
+flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size per GPU (replica)")
+flags.DEFINE_integer("init_batch_size", _D.init_batch_size, "Images for data-dependent init")
+flags.DEFINE_float("dropout_p", _D.dropout_p, "Dropout rate in the gated resnets")
+flags.DEFINE_integer("max_epochs", _D.max_epochs, "How many epochs to run in total")
+flags.DEFINE_integer("nr_gpu", _D.nr_gpu, "How many GPUs (replicas) to use")
+flags.DEFINE_float("polyak_decay", _D.polyak_decay, "Exponential decay of the Polyak averages")
+flags.DEFINE_integer("num_samples", _D.num_samples, "Sample batches per save_interval")
+flags.DEFINE_integer("seed", _D.seed, "Random seed")
+# Ours.
+flags.DEFINE_enum("model", _D.model, ["pixelcnn_pp", "pixelcnn"], "Which network to train")
+flags.DEFINE_integer("num_layers", _D.num_layers, "PixelCNN baseline: masked conv layers")
+flags.DEFINE_integer("num_filters", _D.num_filters, "PixelCNN baseline: filters per layer")
+flags.DEFINE_integer("max_steps", None, "Stop after this many optimiser steps in total "
+                     "(then evaluate and save)")
+flags.DEFINE_enum("strategy", _D.strategy, ["mirrored", "multi_worker", "one_device"],
+                  "Distribution strategy (multi_worker reads TF_CONFIG)")
+flags.DEFINE_enum("precision", _D.precision, ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras mixed-precision policy (likelihood and loss stay float32)")
+flags.DEFINE_boolean("jit_compile", _D.jit_compile, "XLA-compile the training step")
+flags.DEFINE_enum("sample_method", _D.sample_method, ["fast", "naive"], "Sampler for samples")
+flags.DEFINE_boolean("quiet", _D.quiet, "Print nothing but errors")
+
+
+def main(argv):
+    del argv
+    cfg = TrainConfig(**{f.name: F[f.name].value for f in dataclasses.fields(TrainConfig)})
+    train(cfg)
+
+
+if __name__ == "__main__":
+    app.run(main)
