@@ -34,7 +34,7 @@ DATA_SETS = {
     "cifar": ("data.cifar10_data", {}),
     "imagenet": ("data.imagenet_data", {"size": 32}),
     "imagenet64": ("data.imagenet_data", {"size": 64}),
-    "mnist": ("data.mnist_data", {"pad_to": 32}),
+    "mnist": ("data.mnist_data", {}),
     "folder": ("data.folder_data", {}),
 }
 
