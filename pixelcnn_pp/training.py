@@ -233,9 +233,10 @@ def train(cfg: TrainConfig, log=None):
         import keras
         keras.mixed_precision.set_global_policy(cfg.precision)
     os.makedirs(cfg.save_dir, exist_ok=True)
-    tf.random.set_seed(cfg.seed)
+    strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)  # before anything starts TF
+    import keras
+    keras.utils.set_random_seed(cfg.seed)  # python, numpy, TF and Keras's initializers
     rng = np.random.RandomState(cfg.seed)
-    strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)
     replicas = strategy.num_replicas_in_sync
     global_batch = cfg.batch_size * replicas
 
