@@ -1,0 +1,256 @@
+"""The original PixelCNN (van den Oord, Kalchbrenner, Kavukcuoglu 2016): the baseline.
+
+Causality comes from masked convolutions (PixelCNN++ uses shifts instead). Sub-pixels are
+ordered in raster order and, within a pixel, R before G before B:
+
+    x_(0,0,R), x_(0,0,G), x_(0,0,B), x_(0,1,R), ...
+
+Every feature map belongs to one colour group (R, G or B; one group for grayscale). A masked
+kernel lets information flow only from earlier pixels (rows above; the current row left of
+the centre) and, at the centre tap, from input groups before the output's group (mask A,
+the first layer: a sub-pixel never sees itself) or at and before it (mask B, every later
+layer: features of the same group, which already exclude that sub-pixel, may flow on).
+
+Each sub-pixel gets a 256-way softmax over its 8-bit value; ``softmax_nll`` is its
+likelihood and ``sample`` draws images exactly, one network pass per sub-pixel.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["causal_mask", "MaskedConv2D", "PixelCNN", "softmax_log_prob", "softmax_nll",
+           "loss", "sample"]
+
+
+# ---------------------------------------------------------------------------- masks
+def channel_groups(num_features, num_channels):
+    """Colour group of each of ``num_features`` feature maps: contiguous, near-equal blocks.
+
+    (num_features,) int array; e.g. 6 features, 3 channels -> [0, 0, 1, 1, 2, 2]. The image
+    itself (num_features == num_channels) gets [0, 1, 2], and the C*256 output logits get
+    256 of each group in order, so they reshape to (..., C, 256) directly.
+    """
+    return np.arange(num_features) * num_channels // num_features
+
+
+def causal_mask(kernel_size, in_features, out_features, mask_type, num_channels=3):
+    """The 0/1 mask of a (kh, kw, in_features, out_features) kernel; kh, kw odd.
+
+    Taps above the centre row, and left of the centre in the centre row, are 1 (earlier
+    pixels); taps right of the centre and below are 0 (later pixels). At the centre tap,
+    output group o connects to input group i iff i < o (mask "A") or i <= o (mask "B").
+    """
+    kh, kw = kernel_size
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"masked convolutions need odd kernel sizes; got {kernel_size}")
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B'; got {mask_type!r}")
+    mask = np.zeros((kh, kw, in_features, out_features), np.float32)
+    mask[:kh // 2] = 1.0                                   # rows above
+    mask[kh // 2, :kw // 2] = 1.0                          # same row, to the left
+    g_in = channel_groups(in_features, num_channels)[:, None]
+    g_out = channel_groups(out_features, num_channels)[None, :]
+    mask[kh // 2, kw // 2] = (g_in < g_out) if mask_type == "A" else (g_in <= g_out)
+    return mask
+
+
+class MaskedConv2D(keras.layers.Layer):
+    """A 'SAME' conv whose kernel is multiplied by a fixed causal mask on every call.
+
+    Output (i, j, group o) sees input pixels before (i, j) in raster order, plus input
+    groups < o (mask A) or <= o (mask B) of pixel (i, j) itself, and nothing else. The mask
+    is a constant, not a weight: no optimiser or weight load can break causality, and the
+    kernel values at masked taps are simply unused (their gradients are zero).
+
+    (B, H, W, Cin) -> (B, H, W, filters).
+    """
+
+    def __init__(self, filters, kernel_size, mask_type, num_channels=3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = ((kernel_size, kernel_size) if isinstance(kernel_size, int)
+                            else tuple(kernel_size))
+        self.mask_type = mask_type
+        self.num_channels = int(num_channels)
+
+    def build(self, input_shape):
+        shape = self.kernel_size + (int(input_shape[-1]), self.filters)
+        # A numpy array, turned into a graph constant in every call (a tensor made here
+        # could belong to a build-time graph).
+        self.kernel_mask = causal_mask(self.kernel_size, shape[2], shape[3], self.mask_type,
+                                self.num_channels)
+        self.kernel = self.add_weight(name="kernel", shape=shape,
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        kernel = tf.cast(self.kernel * tf.constant(self.kernel_mask), self.compute_dtype)
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+        return tf.nn.bias_add(y, tf.cast(self.bias, self.compute_dtype))
+
+
+# ---------------------------------------------------------------------------- network
+class ResidualBlock(keras.layers.Layer):
+    """The paper's residual block (its Figure 5), all convs mask B:
+
+    x (B, H, W, 2h) -> relu -> 1x1 (h) -> relu -> 3x3 (h) -> relu -> 1x1 (2h), + x.
+    As causal as a single mask-B conv.
+    """
+
+    def __init__(self, filters, num_channels, **kwargs):
+        super().__init__(**kwargs)
+        half = max(filters // 2, num_channels)
+        self.reduce = MaskedConv2D(half, 1, "B", num_channels)
+        self.conv = MaskedConv2D(half, 3, "B", num_channels)
+        self.expand = MaskedConv2D(filters, 1, "B", num_channels)
+
+    def call(self, x):
+        h = self.reduce(tf.nn.relu(x))
+        h = self.conv(tf.nn.relu(h))
+        return x + self.expand(tf.nn.relu(h))
+
+
+class PixelCNN(keras.Model):
+    """PixelCNN with a 256-way softmax per sub-pixel (van den Oord et al. 2016, Table 1).
+
+      7x7 conv, mask A                           (B, H, W, C) -> (B, H, W, F)
+      num_layers x [residual block | relu, 3x3 conv mask B]       (B, H, W, F)
+      relu, 1x1 conv mask B; relu, 1x1 conv mask B               (B, H, W, C*256)
+      reshape                                                    (B, H, W, C, 256)
+
+    Args:
+      num_layers: mask-B layers after the first: residual blocks (``residual=True``, each
+        with one 3x3 conv) or plain 3x3 convs with ReLU.
+      num_filters: feature maps F of the main stack (the paper's 2h); at least 2C.
+      num_channels: 3 (RGB) or 1 (grayscale).
+      residual: residual blocks (default) or a plain stack of 3x3 convs.
+
+    Call: ``model(x, training=False)``, x (B, H, W, C) float32 in [-1, 1] (any H, W);
+    returns logits (B, H, W, C, 256). ``training`` changes nothing (no dropout).
+    """
+
+    def __init__(self, num_layers=15, num_filters=128, num_channels=3, residual=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if num_channels not in (1, 3):
+            raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
+        if num_filters < 2 * num_channels:
+            raise ValueError(f"num_filters must be at least {2 * num_channels} so that every "
+                             f"colour group has feature maps; got {num_filters}")
+        self.num_layers = int(num_layers)
+        self.num_filters = F = int(num_filters)
+        self.num_channels = C = int(num_channels)
+        self.residual = bool(residual)
+        self.conv_in = MaskedConv2D(F, 7, "A", C)
+        for i in range(self.num_layers):
+            # One attribute per block, not a list: Keras 3 wraps list attributes in a type
+            # tf.train.Checkpoint does not follow, so their weights would not be saved.
+            setattr(self, f"block_{i}",
+                    ResidualBlock(F, C) if self.residual else MaskedConv2D(F, 3, "B", C))
+        self.conv_out1 = MaskedConv2D(F, 1, "B", C)
+        self.conv_out2 = MaskedConv2D(C * 256, 1, "B", C)
+
+    @property
+    def blocks(self):
+        """The num_layers mask-B blocks, in order."""
+        return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
+
+    def call(self, x, h=None, training=False):
+        if h is not None:
+            raise ValueError("this PixelCNN is unconditional; got h")
+        x = tf.convert_to_tensor(x)
+        if x.shape.rank != 4 or x.shape[-1] != self.num_channels:
+            raise ValueError(f"PixelCNN(num_channels={self.num_channels}) expects images of "
+                             f"shape (B, H, W, {self.num_channels}); got {x.shape}")
+        y = self.conv_in(tf.cast(x, self.compute_dtype))          # (B, H, W, F)
+        for blk in self.blocks:
+            y = blk(y) if self.residual else tf.nn.relu(blk(y))
+        y = self.conv_out1(tf.nn.relu(y))
+        y = self.conv_out2(tf.nn.relu(y))                        # (B, H, W, C*256)
+        # Output feature k is in colour group k // 256 (channel_groups), hence this reshape.
+        shape = tf.concat([tf.shape(y)[:3], [self.num_channels, 256]], 0)
+        return tf.cast(tf.reshape(y, shape), tf.float32)          # (B, H, W, C, 256)
+
+    def initialize(self, x, h=None, training=True):
+        """Build the model on one batch and return its output.
+
+        The same surface as PixelCNNPP.initialize, but PixelCNN has no data-dependent
+        initialisation: this only creates the weights (Glorot-uniform kernels, zero biases).
+        """
+        return self(x, h=h, training=training)
+
+    def nll(self, x, out, sum_all=True):
+        """The training objective, ``softmax_nll(x, out, sum_all)`` in nats.
+
+        (Not named ``loss``: keras.Model reserves that attribute for ``compile``.)
+        """
+        return softmax_nll(x, out, sum_all=sum_all)
+
+
+# ---------------------------------------------------------------------------- likelihood
+def _to_int(x):
+    """[-1, 1] floats -> 8-bit values 0..255 as int32: round((x + 1) * 127.5)."""
+    v = tf.round((tf.cast(x, tf.float32) + 1.0) * 127.5)
+    return tf.cast(tf.clip_by_value(v, 0.0, 255.0), tf.int32)
+
+
+def softmax_log_prob(x, logits):
+    """log p of each sub-pixel in nats: x (B, H, W, C) in [-1, 1], logits (B, H, W, C, 256)
+    -> (B, H, W, C)."""
+    return -tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=_to_int(x), logits=tf.cast(logits, tf.float32))
+
+
+def softmax_nll(x, logits, sum_all=True):
+    """Negative log-likelihood in nats under the 256-way softmax.
+
+    x (B, H, W, C) in [-1, 1]; logits (B, H, W, C, 256). sum_all=True: a scalar summed over
+    everything; False: (B,), one NLL per image. Bits/dim: likelihood.bits_per_dim.
+    """
+    nll = -softmax_log_prob(x, logits)
+    return tf.reduce_sum(nll) if sum_all else tf.reduce_sum(nll, axis=[1, 2, 3])
+
+
+def loss(x, out, sum_all=True):
+    """The generic name a training loop calls: ``softmax_nll``."""
+    return softmax_nll(x, out, sum_all=sum_all)
+
+
+# ---------------------------------------------------------------------------- sampling
+def sample(model, batch_size, image_shape, h=None, seed=0):
+    """Exact ancestral sampling: (batch_size, H, W, C) float32 in [-1, 1] on the 8-bit grid.
+
+    Starting from zeros, sub-pixels are drawn in raster order and R, G, B order, one full
+    network pass each (H*W*C passes), all inside one tf.function. Sub-pixel number t draws
+    with the stateless seed fold_in(seed, t), so a seed fixes the images. seed: an int or a
+    pair of ints. h must be None (the baseline is unconditional).
+    """
+    if h is not None:
+        raise ValueError("this PixelCNN is unconditional; got h")
+    H, W, C = (int(s) for s in image_shape)
+    if C != model.num_channels:
+        raise ValueError(f"the model draws {model.num_channels}-channel images; got "
+                         f"image_shape {tuple(image_shape)}")
+    seed = tf.constant([seed, 0] if np.ndim(seed) == 0 else seed, tf.int64)
+    return _sample_loop(model, int(batch_size), H, W, C, seed)
+
+
+@tf.function
+def _sample_loop(model, batch_size, H, W, C, seed):
+    """The whole H*W*C-pass loop as one graph; traced once per model and shape (the seed is a
+    tensor, so new seeds reuse the trace)."""
+
+    def body(t, x):
+        pos, c = t // C, t % C
+        i, j = pos // W, pos % W
+        logits = model(x, training=False)[:, i, j, c]                  # (B, 256)
+        s = tf.random.experimental.stateless_fold_in(seed, tf.cast(t, tf.int64))
+        v = tf.random.stateless_categorical(logits, 1, seed=s)[:, 0]   # (B,)
+        v = (tf.cast(v, tf.float32) - 127.5) / 127.5
+        where = (tf.one_hot(i, H)[:, None, None] * tf.one_hot(j, W)[None, :, None]
+                 * tf.one_hot(c, C)[None, None, :])                    # (H, W, C), one 1
+        return t + 1, x * (1.0 - where) + v[:, None, None, None] * where
+
+    x0 = tf.zeros([batch_size, H, W, C], tf.float32)
+    return tf.while_loop(lambda t, x: t < H * W * C, body, [tf.constant(0), x0])[1]
