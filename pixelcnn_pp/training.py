@@ -111,14 +111,12 @@ def make_strategy(kind="mirrored", nr_gpu=1, log=print):
     if nr_gpu > 1:
         # No GPU: run the replicas on logical CPU devices (how the tests run MirroredStrategy).
         cpus = tf.config.list_physical_devices("CPU")
-        logical = tf.config.list_logical_devices("CPU")
-        if len(logical) < nr_gpu:
-            try:
-                tf.config.set_logical_device_configuration(
-                    cpus[0], [tf.config.LogicalDeviceConfiguration()] * nr_gpu)
-            except RuntimeError:
-                log("could not split the CPU into logical devices after TensorFlow started; "
-                    f"using {len(logical)}")
+        try:  # must happen before TensorFlow initialises its devices
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * nr_gpu)
+        except RuntimeError:
+            log("TensorFlow had already started: could not split the CPU into "
+                f"{nr_gpu} logical devices")
         logical = tf.config.list_logical_devices("CPU")
         n = min(nr_gpu, len(logical))
         log(f"no GPU visible: {n} replica(s) on logical CPU devices")
