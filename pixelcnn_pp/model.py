@@ -121,6 +121,12 @@ class PixelCNNPP(keras.Model):
             self.out_nin = L.NetworkInNetwork(
                 params_per_pixel(self.nr_logistic_mix, self.num_channels),
                 tf1_scope=names("dense"))
+        # Keras 3 keeps list attributes out of tf.train.Checkpoint's object graph
+        # (keras-team/keras#18398): name every listed layer so checkpoints see its weights.
+        for group in ("up_u", "up_ul", "downsample_u", "downsample_ul",
+                      "down_u", "down_ul", "upsample_u", "upsample_ul"):
+            for i, layer in enumerate(getattr(self, group)):
+                setattr(self, f"{group}_{i}", layer)
 
     # ------------------------------------------------------------------ structure helpers
     def stage_sizes(self):

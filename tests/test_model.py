@@ -136,3 +136,13 @@ def test_shifts():
     x = tf.reshape(tf.range(1, 7, dtype=tf.float32), (1, 2, 3, 1))
     np.testing.assert_array_equal(L.down_shift(x).numpy()[0, :, :, 0], [[0, 0, 0], [1, 2, 3]])
     np.testing.assert_array_equal(L.right_shift(x).numpy()[0, :, :, 0], [[0, 1, 2], [0, 4, 5]])
+
+
+def test_a_checkpoint_of_the_model_alone_restores_every_weight(tmp_path):
+    x = random_images((1, 8, 8, 3))
+    a, b = tiny_model(), tiny_model(seed=5)
+    a.initialize(x)
+    b(x)
+    path = tf.train.Checkpoint(model=a).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=b).restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
