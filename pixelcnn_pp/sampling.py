@@ -77,7 +77,7 @@ def energy_noise(seed, i, j, width, batch_size):
     return tf.random.stateless_uniform([batch_size, 4], key, minval=-1.0, maxval=1.0, alg=_ALG)
 
 
-@tf.function
+@tf.function(autograph=False)
 def _row_noise(seed, i, width, batch_size, nr_mix, num_channels, energy):
     """The noise of every position of row i: (W, B, M), (W, B, C) and, for an energy-distance
     model, (W, B, 4). Drawn outside XLA, whose stateless RNG gives other numbers."""
@@ -212,7 +212,7 @@ class _NaiveSampler:
     def __init__(self, model, B, H, W, jit):
         self.model, self.B, self.H, self.W = model, B, H, W
         self.C = model.num_channels
-        self._row = tf.function(self._row_fn, jit_compile=jit, reduce_retracing=True)
+        self._row = tf.function(self._row_fn, jit_compile=jit, autograph=False)
 
     def _row_fn(self, x, i, noise, h):
         model, B, H, W, C = self.model, self.B, self.H, self.W, self.C
@@ -301,8 +301,12 @@ class _FastSampler:
         self.nl = L.NONLINEARITIES[self.nl_name]
         self.Fn = 2 * self.F if self.nl_name == "concat_elu" else self.F   # channels of nl(u)
         self.widths = [W, W // 2, W // 4]
-        self._rows = [tf.function(lambda *a, t=t: self._row(t, *a), jit_compile=jit)
-                      for t in range(4)]
+        # One function per kind of row (rows 1 and 3 mod 4 are alike); the loop along the
+        # row may be compiled with XLA.
+        self._rows = [tf.function(lambda *a, t=t: self._row(t, *a), autograph=False)
+                      for t in range(3)]
+        self._loops = [tf.function(lambda *a, t=t: self._pixel_loop(t, *a), jit_compile=jit,
+                                   autograph=False) for t in range(3)]
 
     # ------------------------------------------------------------------ weights
     def _blocks(self, kind):
@@ -432,8 +436,8 @@ class _FastSampler:
     def _u_rows(self, t, st, w, new, xp, i):
         """The u stream at row i on every level that gets a new row. Returns the up-pass
         rows u_up[level] (R + 1 of them) and the down-pass rows u_down[level]."""
-        R, nl = self.R, self.nl
-        levels = [0] if t % 2 else [0, 1] if t == 2 else [0, 1, 2]
+        R = self.R
+        levels = self._levels(t)
         u_up, u_down = {}, {}
         for lvl in levels:
             if lvl == 0:       # down_shift(u_init(x_pad)): rows i-2, i-1; zeros on row 0
@@ -502,17 +506,17 @@ class _FastSampler:
         for conv1, conv2). Returns out, its records (nl(x), nl(c1)) and the pendings for the
         next position.
         """
-        nl, F = self.nl, self.F
+        # Written with few ops (split, add_n): per-op overhead bounds this loop on CPU.
+        nl = self.nl
         xn = nl(x)
-        y1 = tf.matmul(xn, wb["conv1"]["cur"])                           # (B, 2F)
-        c1 = above[0] + pend[0] + y1[:, :F]
+        y1, next1 = tf.split(tf.matmul(xn, wb["conv1"]["cur"]), 2, axis=1)     # (B, F) x 2
+        terms = [above[0], pend[0], y1]
         if a_n is not None:
-            c1 += tf.matmul(a_n, wb["a_ul"])
-        c1n = nl(c1)
-        y2 = tf.matmul(c1n, wb["conv2"]["cur"])                          # (B, 4F)
-        c2 = above[1] + pend[1] + y2[:, :2 * F]
-        out = x + c2[:, :F] * tf.sigmoid(c2[:, F:])
-        return out, (xn, c1n), (y1[:, F:], y2[:, 2 * F:])
+            terms.append(tf.matmul(a_n, wb["a_ul"]))
+        c1n = nl(tf.add_n(terms))
+        y2, next2 = tf.split(tf.matmul(c1n, wb["conv2"]["cur"]), 2, axis=1)    # (B, 2F) x 2
+        a, b = tf.split(tf.add_n([above[1], pend[1], y2]), 2, axis=1)
+        return x + a * tf.sigmoid(b), (xn, c1n), (next1, next2)
 
     def _ul_up(self, lvl, w, start, above, pend):
         """The up pass of one level at one position. Returns the level's ul list (R + 1),
@@ -552,121 +556,31 @@ class _FastSampler:
         return _sample_pixel(_dense(f, hw["out"]), noise[:2], self.M, self.C)
 
     # ------------------------------------------------------------------ one row
+    @staticmethod
+    def _levels(t):
+        """Levels that get a new row on row i, t = i mod 4."""
+        return [0] if t % 2 else [0, 1] if t == 2 else [0, 1, 2]
+
     def _row(self, t, st, w, i, noise):
         """Row i (t = i mod 4, static) given the caches ``st``; returns the new caches."""
-        B, H, W, C, R, F = self.B, self.H, self.W, self.C, self.R, self.F
+        B, H, R, F, C = self.B, self.H, self.R, self.F, self.C
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
         # x_pad rows i-2 and i-1 (zeros, ones channel included, above the image)
         x_pad = tf.concat([st["image"], tf.ones_like(st["image"][..., :1])], -1)
         xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
                        axis=1)                                        # (B, 2, W, C+1)
-
         levels, u_up, u_down = self._u_rows(t, st, w, new, xp, i)
-
         # Row-above parts of every ul conv, packed as (W_l, B, sum of F_k) per level so that
         # a step reads all of them with one gather and one split.
-        packed, sizes = {}, {}
-        for lvl in levels:
-            parts = self._ul_above(lvl, st, w, u_up, u_down, xp, i)
-            sizes[lvl] = [p.shape[-1] for p in parts]
-            packed[lvl] = tf.transpose(tf.concat(parts, -1), [1, 0, 2])
-        ul_us = [tf.identity(x) for x in st["ul_us"]]   # (W_l, B, F), rows from coarser levels
-
-        def zeros_pend(lvl):
-            n_down = len(w["down_ul"][lvl])
-            pz = lambda: (tf.zeros((B, F)), tf.zeros((B, 2 * F)))
-            return {"up": [pz() for _ in range(R)], "down": [pz() for _ in range(n_down)]}
-
-        pend0 = {lvl: zeros_pend(lvl) for lvl in levels}
-        pend0[0]["init"] = tf.zeros((B, F))
-        if 1 in levels:
-            pend0[1]["ds"] = tf.zeros((B, F))
-        if 2 in levels:
-            pend0[2]["ds"] = tf.zeros((B, F))
-        tas0 = {lvl: tf.TensorArray(tf.float32, size=self.widths[lvl],
-                                    element_shape=None, infer_shape=True) for lvl in levels}
-
-        def above_at(lvl, c):
-            return tf.split(tf.gather(packed[lvl], c), sizes[lvl], axis=-1)
-
-        def body(g, pend, tas):
-            pend = {lvl: dict(p) for lvl, p in pend.items()}
-            tas = dict(tas)
-            carry0 = carry1 = None
-            for s in range(4):
-                j = 4 * g + s
-                # ---- level 0, up pass
-                ab0 = above_at(0, j)
-                start = ab0[0] + pend[0]["init"]
-                lst0, lst0_n, recs0, p = self._ul_up(0, w, start, ab0[1:2 * R + 1],
-                                                     pend[0]["up"])
-                pend[0]["up"] = p
-                extra0 = []
-                if t % 2 == 1:                 # next row is even: it downsamples this one
-                    extra0.append(lst0[R])
-                if 1 in levels and s % 2 == 1:
-                    pend[1]["ds"] = tf.matmul(lst0[R], w["ds_ul"][0]["k10"])
-                if 1 in levels and s % 2 == 0:
-                    c1 = 2 * g + s // 2
-                    d = w["ds_ul"][0]
-                    ab1 = above_at(1, c1)
-                    ds = ab1[0] + pend[1]["ds"] + tf.matmul(lst0[R], d["k11"])
-                    lst1, lst1_n, recs1, p = self._ul_up(1, w, ds, ab1[1:2 * R + 1],
-                                                         pend[1]["up"])
-                    pend[1]["up"] = p
-                    extra1 = []
-                    if t == 2:                 # next half row is a quarter row
-                        extra1.append(lst1[R])
-                    if 2 in levels and s == 2:
-                        pend[2]["ds"] = tf.matmul(lst1[R], w["ds_ul"][1]["k10"])
-                    if 2 in levels and s == 0:
-                        d2 = w["ds_ul"][1]
-                        ab2 = above_at(2, g)
-                        ds2 = ab2[0] + pend[2]["ds"] + tf.matmul(lst1[R], d2["k11"])
-                        lst2, lst2_n, recs2, p = self._ul_up(2, w, ds2, ab2[1:2 * R + 1],
-                                                             pend[2]["up"])
-                        pend[2]["up"] = p
-                        ul2, drecs2, p = self._ul_down(2, w, lst2[R], lst2, lst2_n,
-                                                       ab2[2 * R + 1:], pend[2]["down"])
-                        pend[2]["down"] = p
-                        up = _dense(ul2, w["us_ul"][0])               # (B, 4F): 2x2 block
-                        carry1 = up[:, F:2 * F]                       # half-res (2q, 2p+1)
-                        tas[2] = tas[2].write(g, tf.concat(recs2 + drecs2 + [up[:, 2 * F:]],
-                                                           -1))
-                        start1 = up[:, :F]
-                    elif 2 in levels:
-                        start1 = carry1
-                    else:
-                        start1 = tf.gather(ul_us[1], c1)
-                    ul1, drecs1, p = self._ul_down(1, w, start1, lst1, lst1_n,
-                                                   ab1[2 * R + 1:], pend[1]["down"])
-                    pend[1]["down"] = p
-                    up = _dense(ul1, w["us_ul"][1])
-                    carry0 = up[:, F:2 * F]
-                    tas[1] = tas[1].write(c1, tf.concat(recs1 + drecs1 + extra1
-                                                        + [up[:, 2 * F:]], -1))
-                    start0 = up[:, :F]
-                elif 1 in levels:
-                    start0 = carry0
-                else:
-                    start0 = tf.gather(ul_us[0], j)
-                # ---- level 0, down pass and the pixel
-                ul0, drecs0, p = self._ul_down(0, w, start0, lst0, lst0_n, ab0[2 * R + 1:],
-                                               pend[0]["down"])
-                pend[0]["down"] = p
-                pixel = self._head(w, ul0, [tf.gather(n, j) for n in noise])   # (B, C)
-                xpad = tf.concat([pixel, tf.ones((B, 1))], -1)
-                pend[0]["init"] = tf.matmul(xpad, w["ul_init"]["r_cur"])
-                tas[0] = tas[0].write(j, tf.concat(recs0 + drecs0 + extra0 + [pixel], -1))
-            return g + 1, pend, tas
-
-        _, _, tas = tf.while_loop(lambda g, p, ta: g < W // 4, body,
-                                  (tf.constant(0), pend0, tas0))
+        packed = [tf.transpose(tf.concat(self._ul_above(lvl, st, w, u_up, u_down, xp, i), -1),
+                               [1, 0, 2]) for lvl in levels]
+        wl = {k: w[k] for k in ("up_ul", "down_ul", "ds_ul", "us_ul", "ul_init", "head")}
+        records = self._loops[t](packed, st["ul_us"], wl, noise)
 
         # ---- unpack this row's records into the caches for the next row
         Fn = self.Fn
-        for lvl in levels:
-            rows = tf.transpose(tas[lvl].stack(), [1, 0, 2])          # (B, W_l, S)
+        for lvl, rows in zip(levels, records):
+            rows = tf.transpose(rows, [1, 0, 2])                      # (B, W_l, S)
             n_down = len(w["down_ul"][lvl])
             split = [Fn] * (2 * R + 2 * n_down)
             extra = []
@@ -694,6 +608,95 @@ class _FastSampler:
                     new["image"] = tf.where(row, part[:, None], st["image"])
         return new
 
+    def _pixel_loop(self, t, packed, ul_us, w, noise):
+        """The ul stream along row i, one position per step (t = i mod 4, static).
+
+        packed: per level, (W_l, B, S) row-above parts; ul_us: (W_l, B, F) bottom rows of the
+        transposed convs from the row before; noise: (W, B, .) per position. Returns per level
+        the (W_l, B, S') records the next row needs (nl(x), nl(c1) of every conv, ...) and,
+        for level 0, the sampled pixels.
+        """
+        B, W, R, F = self.B, self.W, self.R, self.F
+        levels = self._levels(t)
+
+        def above_at(lvl, c):
+            n_down = len(w["down_ul"][lvl])
+            return tf.split(tf.gather(packed[lvl], c), [F] + [F, 2 * F] * (R + n_down), -1)
+
+        def zeros_pend(lvl):
+            pz = lambda: (tf.zeros((B, F)), tf.zeros((B, 2 * F)))
+            return {"up": [pz() for _ in range(R)],
+                    "down": [pz() for _ in range(len(w["down_ul"][lvl]))],
+                    "first": tf.zeros((B, F))}   # ul_init's right tap, or the stride-2 conv's
+
+        pend0 = [zeros_pend(lvl) for lvl in levels]
+        tas0 = [tf.TensorArray(tf.float32, size=self.widths[lvl]) for lvl in levels]
+
+        def body(g, pend, tas):
+            pend = [dict(p) for p in pend]
+            tas = list(tas)
+            carry0 = carry1 = None
+            for s in range(4):
+                j = 4 * g + s
+                # ---- level 0, up pass
+                ab0 = above_at(0, j)
+                lst0, lst0_n, recs0, pend[0]["up"] = self._ul_up(
+                    0, w, ab0[0] + pend[0]["first"], ab0[1:2 * R + 1], pend[0]["up"])
+                extra0 = [lst0[R]] if t % 2 == 1 else []   # the next row downsamples this one
+                if 1 in levels and s % 2 == 1:
+                    pend[1]["first"] = tf.matmul(lst0[R], w["ds_ul"][0]["k10"])
+                if 1 in levels and s % 2 == 0:
+                    # ---- level 1 (even rows, even columns)
+                    c1 = 2 * g + s // 2
+                    ab1 = above_at(1, c1)
+                    ds = ab1[0] + pend[1]["first"] + tf.matmul(lst0[R], w["ds_ul"][0]["k11"])
+                    lst1, lst1_n, recs1, pend[1]["up"] = self._ul_up(
+                        1, w, ds, ab1[1:2 * R + 1], pend[1]["up"])
+                    extra1 = [lst1[R]] if t == 2 else []  # the next half row is a quarter row
+                    if 2 in levels and s == 2:
+                        pend[2]["first"] = tf.matmul(lst1[R], w["ds_ul"][1]["k10"])
+                    if 2 in levels and s == 0:
+                        # ---- level 2 (rows and columns multiples of 4)
+                        ab2 = above_at(2, g)
+                        ds2 = (ab2[0] + pend[2]["first"]
+                               + tf.matmul(lst1[R], w["ds_ul"][1]["k11"]))
+                        lst2, lst2_n, recs2, pend[2]["up"] = self._ul_up(
+                            2, w, ds2, ab2[1:2 * R + 1], pend[2]["up"])
+                        ul2, drecs2, pend[2]["down"] = self._ul_down(
+                            2, w, lst2[R], lst2, lst2_n, ab2[2 * R + 1:], pend[2]["down"])
+                        up = _dense(ul2, w["us_ul"][0])         # (B, 4F): the 2x2 block
+                        carry1 = up[:, F:2 * F]                 # for the next level-1 step
+                        tas[2] = tas[2].write(g, tf.concat(recs2 + drecs2 + [up[:, 2 * F:]],
+                                                           -1))
+                        start1 = up[:, :F]
+                    elif 2 in levels:
+                        start1 = carry1
+                    else:
+                        start1 = tf.gather(ul_us[1], c1)
+                    ul1, drecs1, pend[1]["down"] = self._ul_down(
+                        1, w, start1, lst1, lst1_n, ab1[2 * R + 1:], pend[1]["down"])
+                    up = _dense(ul1, w["us_ul"][1])
+                    carry0 = up[:, F:2 * F]
+                    tas[1] = tas[1].write(c1, tf.concat(recs1 + drecs1 + extra1
+                                                        + [up[:, 2 * F:]], -1))
+                    start0 = up[:, :F]
+                elif 1 in levels:
+                    start0 = carry0
+                else:
+                    start0 = tf.gather(ul_us[0], j)
+                # ---- level 0, down pass and the pixel
+                ul0, drecs0, pend[0]["down"] = self._ul_down(
+                    0, w, start0, lst0, lst0_n, ab0[2 * R + 1:], pend[0]["down"])
+                pixel = self._head(w, ul0, [tf.gather(n, j) for n in noise])   # (B, C)
+                xpad = tf.concat([pixel, tf.ones((B, 1))], -1)
+                pend[0]["first"] = tf.matmul(xpad, w["ul_init"]["r_cur"])
+                tas[0] = tas[0].write(j, tf.concat(recs0 + drecs0 + extra0 + [pixel], -1))
+            return g + 1, pend, tas
+
+        _, _, tas = tf.while_loop(lambda g, p, ta: g < W // 4, body,
+                                  (tf.constant(0), pend0, tas0))
+        return [ta.stack() for ta in tas]
+
     # ------------------------------------------------------------------ driver
     def run(self, h, seed, progress):
         w = self._weights(h)
@@ -702,7 +705,130 @@ class _FastSampler:
         for i in range(self.H):
             noise = _row_noise(seed, tf.constant(i), self.W, self.B, self.M, self.C,
                                self.model.energy_distance)
-            st = self._rows[i % 4](st, w, tf.constant(i), noise)
+            kind = 1 if i % 2 else i % 4     # rows 1 and 3 (mod 4) are computed alike
+            st = self._rows[kind](st, w, tf.constant(i), noise)
             if progress is not None:
                 progress(i + 1, self.H)
         return st["image"].numpy()
+
+
+# ---------------------------------------------------------------------------- sample.py
+def load_model_for_sampling(save_dir=None, tf1_checkpoint=None, model_config=None):
+    """(model, ModelConfig) with the Polyak-averaged weights loaded, ready to sample.
+
+    Either ``save_dir`` (a save_dir of train.py: the config is read from it), or
+    ``tf1_checkpoint`` (an original TF1 checkpoint prefix, e.g. dir/params_cifar.ckpt, or its
+    directory) together with the ``model_config`` it was trained with.
+    """
+    from pixelcnn_pp import checkpoint, convert
+    if (save_dir is None) == (tf1_checkpoint is None):
+        raise ValueError("give exactly one of save_dir (a run of train.py) or tf1_checkpoint "
+                         "(an original TF1 checkpoint, with the model flags)")
+    if save_dir is not None:
+        if not tf.io.gfile.isdir(save_dir):
+            raise FileNotFoundError(f"save_dir {save_dir!r} does not exist")
+        return checkpoint.load_model(save_dir, use_averages=True)
+    if model_config is None:
+        raise ValueError("a TF1 checkpoint holds no configuration: give the model flags "
+                         "(nr_resnet, nr_filters, nr_logistic_mix, ...) it was trained with")
+    model = checkpoint.build_model(model_config)
+    convert.load_tf1_checkpoint(model, tf1_checkpoint, use_ema=True)
+    return model, model_config
+
+
+def sample_labels(labels, num_samples, num_classes):
+    """The class of every image: (num_samples,) int, or None for an unconditional model.
+
+    labels: None or "cycle" (image n gets class n mod K, as the original), or a list of class
+    indices, repeated to num_samples (one label gives every image that class).
+    """
+    if not num_classes:
+        if labels is not None and labels != "cycle":
+            raise ValueError("this model is unconditional: it takes no --labels")
+        return None
+    if labels is None or labels == "cycle":
+        return np.arange(num_samples) % num_classes
+    labels = np.asarray([int(l) for l in labels])
+    if labels.size == 0:
+        raise ValueError("--labels is empty: give class indices, or 'cycle'")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(f"labels {sorted(set(bad.tolist()))} out of range: this model has "
+                         f"{num_classes} classes (0 .. {num_classes - 1})")
+    return np.resize(labels, num_samples)
+
+
+def batch_seed(seed, b):
+    """The seed of batch b of a run: ``seed`` itself for the first batch (so one batch equals
+    sample(..., seed=seed)), then seeds derived from (seed, b)."""
+    if b == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed) % 2**63, b]).generate_state(2, np.uint32)
+               .astype(np.uint64).dot([1, 2**32]) % 2**63)
+
+
+def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=None, seed=0,
+                    method="fast", jit_compile=None, progress=None):
+    """Draw ``num_samples`` images in batches and write them: what sample.py does.
+
+    Writes ``out`` (a PNG grid of the first 100 images, thin white borders, as the original's
+    tile) and ``out`` with .npz (``images`` (N, H, W, C) uint8, ``labels`` (N,) when
+    conditional, ``seed``). labels: as ``sample_labels``. progress(rows_done, rows_total) is
+    called after every image row. Returns (images uint8, labels or None).
+    """
+    from pixelcnn_pp import plotting
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, "
+                         f"{batch_size}")
+    if not str(out).lower().endswith(".png"):
+        raise ValueError(f"--out must name a .png file (the .npz goes beside it); got {out!r}")
+    num_classes = getattr(model, "num_classes", None)
+    y = sample_labels(labels, num_samples, num_classes)
+    H = int(image_shape[0])
+    batches = -(-num_samples // batch_size)
+    chunks = []
+    for b in range(batches):
+        h = None
+        if y is not None:   # the last batch is padded to batch_size with the first labels
+            yb = np.resize(y[b * batch_size:(b + 1) * batch_size], batch_size)
+            h = np.eye(num_classes, dtype=np.float32)[yb]
+        report = None if progress is None else (
+            lambda r, _, b=b: progress(b * H + r, batches * H))
+        if hasattr(model, "weight_norm_layers"):
+            x = sample(model, batch_size, image_shape, h=h, seed=batch_seed(seed, b),
+                       method=method, jit_compile=jit_compile, progress=report)
+        else:   # the PixelCNN baseline: its own exact sampler (unconditional)
+            from pixelcnn_pp import baseline
+            x = np.asarray(baseline.sample(model, batch_size, image_shape,
+                                           seed=batch_seed(seed, b)))
+            if report is not None:
+                report(H, H)
+        chunks.append(x)
+    images = plotting.images_to_uint8(np.concatenate(chunks)[:num_samples])
+    plotting.save_tile(out, images, max_images=100)
+    arrays = {"images": images, "seed": np.int64(seed)}
+    if y is not None:
+        arrays["labels"] = y
+    np.savez(str(out)[:-4] + ".npz", **arrays)
+    return images, y
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: rows done and images per second."""
+
+    def __init__(self, batch_size, height, stream=None, width=30):
+        import sys
+        self.images_per_row = batch_size / float(height)
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.start = time.time()
+
+    def __call__(self, done, total):
+        elapsed = max(time.time() - self.start, 1e-9)
+        n = int(self.width * done / total)
+        rate = done * self.images_per_row / elapsed
+        self.stream.write(f"\r[{'#' * n}{'.' * (self.width - n)}] rows {done}/{total}  "
+                          f"{rate:.3g} images/s  {elapsed:.0f}s")
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()

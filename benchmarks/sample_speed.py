@@ -1,0 +1,169 @@
+"""Speed of fast (cached) against naive PixelCNN++ sampling; prints JSON.
+
+    python benchmarks/sample_speed.py                       # full model, 32x32, batch 1/16/64
+    python benchmarks/sample_speed.py --sizes=64 --batch_sizes=16
+    python benchmarks/sample_speed.py --profile --batch_sizes=16 --xla=off
+
+Naive time is estimated as one full network pass (the best of --repeats) times H·W, which is
+what naive sampling runs (--naive_full runs it instead, for small models). Fast time is the
+best of --repeats complete sampling calls after one warm-up call that traces (and, with
+XLA, compiles) the per-row functions; the warm-up time is reported as ``first_call_s``.
+Weights are random after data-dependent init on random images: speed does not depend on
+them. ``--profile`` splits the fast sampler's time into the row-level part (the u stream at
+every level and the row-above parts of the ul stream) and the per-pixel loop, and counts the
+ops and FLOPs of one pixel step.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pixelcnn_pp import sampling  # noqa: E402
+from pixelcnn_pp.model import PixelCNNPP  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("nr_resnet", 5, "model size (default: the full CIFAR-10 model)")
+flags.DEFINE_integer("nr_filters", 160, "")
+flags.DEFINE_integer("nr_logistic_mix", 10, "")
+flags.DEFINE_list("sizes", ["32"], "image sizes (square)")
+flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "batch sizes")
+flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA for the fast sampler's pixel loop")
+flags.DEFINE_integer("repeats", 2, "timed repetitions (the best is reported)")
+flags.DEFINE_bool("naive_full", False, "run naive sampling instead of estimating it")
+flags.DEFINE_bool("profile", False, "row-level / pixel-loop split, ops and FLOPs per step")
+flags.DEFINE_string("out", None, "also write the JSON here")
+
+
+def _best(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _model(size):
+    model = PixelCNNPP(nr_resnet=FLAGS.nr_resnet, nr_filters=FLAGS.nr_filters,
+                       nr_logistic_mix=FLAGS.nr_logistic_mix, dropout_p=0.0, seed=0)
+    x = tf.random.stateless_uniform((4, size, size, 3), (1, 2), -1.0, 1.0)
+    model.initialize(x, training=False)
+    return model
+
+
+def _naive(model, B, size):
+    if FLAGS.naive_full:
+        run = lambda: sampling.sample(model, B, (size, size, 3), method="naive",
+                                      jit_compile=False)
+        run()   # traces
+        t = _best(run, FLAGS.repeats)
+        return {"naive_s": t, "naive_estimated": False}
+    x = tf.random.stateless_uniform((B, size, size, 3), (3, 4), -1.0, 1.0)
+    forward = tf.function(lambda x: model(x))
+    forward(x)
+    p = _best(lambda: forward(x).numpy(), FLAGS.repeats)
+    return {"naive_pass_s": p, "naive_s": p * size * size, "naive_estimated": True}
+
+
+def _fast(model, B, size, jit):
+    t = time.perf_counter()
+    sampling.sample(model, B, (size, size, 3), seed=0, jit_compile=jit)
+    first = time.perf_counter() - t
+    best = _best(lambda: sampling.sample(model, B, (size, size, 3), seed=1, jit_compile=jit),
+                 FLAGS.repeats)
+    return {"first_call_s": first, "fast_s": best}
+
+
+def _profile(model, B, size, jit):
+    """Time per row kind: the whole row, and its row-level part alone."""
+    fs = sampling._get_sampler(model, "fast", B, size, size, False, jit)
+    w = fs._weights(None)
+    st = fs._initial_state()
+    noise = sampling._row_noise(tf.constant(0, tf.int64), tf.constant(5), size, B, fs.M, 3,
+                                False)
+
+    def row_level(t, st, w, i):
+        new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
+        x_pad = tf.concat([st["image"], tf.ones_like(st["image"][..., :1])], -1)
+        xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
+                       axis=1)
+        levels, u_up, u_down = fs._u_rows(t, st, w, new, xp, i)
+        return [tf.concat(fs._ul_above(l, st, w, u_up, u_down, xp, i), -1) for l in levels]
+
+    out = {"row_s": [], "row_level_s": []}
+    i = tf.constant(5)
+    for t in range(4):
+        fs._rows[t](st, w, i, noise)
+        out["row_s"].append(_best(lambda: fs._rows[t](st, w, i, noise), 3))
+        f = tf.function(lambda st, w, i, t=t: row_level(t, st, w, i))
+        f(st, w, i)
+        out["row_level_s"].append(_best(lambda: f(st, w, i), 3))
+    rows = size // 4
+    out["row_level_total_s"] = rows * sum(out["row_level_s"])
+    out["pixel_loop_total_s"] = rows * (sum(out["row_s"]) - sum(out["row_level_s"]))
+    # Ops in one pixel step (the loop body covers four columns) of an odd row, and the
+    # multiply-adds of its matmuls at this batch size.
+    graph = fs._rows[1].get_concrete_function(st, w, i, noise).graph.as_graph_def()
+    bodies = [f for f in graph.library.function if "while_body" in f.signature.name]
+    if bodies:
+        nodes = [n for n in bodies[0].node_def if n.op not in ("Const", "Identity", "NoOp")]
+        out["ops_per_step_odd_row"] = len(nodes) / 4.0
+    F, R, Fn = fs.F, fs.R, fs.Fn
+    macs = (2 * R + 1) * (Fn * F + Fn * 2 * F) * 2 + (R + 1) * Fn * F   # 2 taps in matmuls
+    out["matmul_gflop_per_step_odd_row"] = 2.0 * B * macs / 1e9
+    out["pixel_loop_s_per_step"] = out["pixel_loop_total_s"] / (size * size)
+    return out
+
+
+def main(argv):
+    del argv
+    result = {
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__},
+        "model": {"nr_resnet": FLAGS.nr_resnet, "nr_filters": FLAGS.nr_filters,
+                  "nr_logistic_mix": FLAGS.nr_logistic_mix},
+        "command": "python benchmarks/sample_speed.py " + " ".join(sys.argv[1:]),
+        "runs": [],
+    }
+    jits = {"both": [False, True], "on": [True], "off": [False]}[FLAGS.xla]
+    for size in (int(s) for s in FLAGS.sizes):
+        model = _model(size)
+        for B in (int(b) for b in FLAGS.batch_sizes):
+            naive = _naive(model, B, size)
+            for jit in jits:
+                run = {"size": size, "batch_size": B, "xla": jit, **naive, **_fast(model, B,
+                                                                                 size, jit)}
+                run["speedup"] = run["naive_s"] / run["fast_s"]
+                run["fast_images_per_s"] = B / run["fast_s"]
+                if FLAGS.profile:
+                    run["profile"] = _profile(model, B, size, jit)
+                result["runs"].append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
