@@ -232,6 +232,11 @@ def train(cfg: TrainConfig, log=None):
         keras.mixed_precision.set_global_policy(cfg.precision)
     os.makedirs(cfg.save_dir, exist_ok=True)
     strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)  # before anything starts TF
+    # Multi-worker: every worker runs the same steps (collectives), only the chief writes
+    # outputs; the others save their (identical) checkpoints to a scratch folder.
+    chief, worker_dir = _chief_and_scratch(strategy, cfg.save_dir)
+    if not chief:
+        log = lambda *a: None  # noqa: E731
     import keras
     keras.utils.set_random_seed(cfg.seed)  # python, numpy, TF and Keras's initializers
     rng = np.random.RandomState(cfg.seed)
@@ -260,7 +265,7 @@ def train(cfg: TrainConfig, log=None):
                 "the model: " + ", ".join(f"{k}: saved {a} vs now {b}"
                                           for k, (a, b) in sorted(diff.items()))
                 + ". Use the saved values or a new --save_dir.")
-    elif ckpt_lib.latest_checkpoint(cfg.save_dir):
+    elif chief and ckpt_lib.latest_checkpoint(cfg.save_dir):
         raise FileExistsError(
             f"{cfg.save_dir!r} already holds a checkpoint: pass --load_params to resume it, or "
             "choose another --save_dir (nothing is overwritten)")
@@ -278,10 +283,12 @@ def train(cfg: TrainConfig, log=None):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         data_state = _DataState(len(train_data.data))
+    rng_state = {"rng": model.rng} if hasattr(model, "rng") else {}  # the baseline has none
     checkpoint = tf.train.Checkpoint(model=model, averages=averages, optimizer=optimizer,
-                                     step=step, epoch=epoch, rng=model.rng, data=data_state)
+                                     step=step, epoch=epoch, data=data_state, **rng_state)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(cfg.save_dir, ckpt_lib.CKPT_SUBDIR), max_to_keep=3)
+        checkpoint, os.path.join(worker_dir or cfg.save_dir, ckpt_lib.CKPT_SUBDIR),
+        max_to_keep=1 if worker_dir else 3)
 
     def labels_to_h(y):
         return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
@@ -294,7 +301,8 @@ def train(cfg: TrainConfig, log=None):
         log(f"resumed from {resume_path} at epoch {int(epoch.numpy())}, "
             f"step {int(step.numpy())}")
     else:
-        ckpt_lib.write_config(cfg.save_dir, model_config, dataclasses.asdict(cfg))
+        if chief:
+            ckpt_lib.write_config(cfg.save_dir, model_config, dataclasses.asdict(cfg))
         # Data-dependent init on the first init_batch_size images of the shuffled train set,
         # on one device (cross-replica), so its statistics equal a single-device init.
         batch = train_data.next(cfg.init_batch_size)
@@ -323,12 +331,14 @@ def train(cfg: TrainConfig, log=None):
         x = scale_images(x)
         return objective(x, model(x, h=labels_to_h(y), training=False))
 
-    @tf.function(jit_compile=None)
+    # autograph=False: the steps are plain TF (Python branches only on static values), and
+    # AutoGraph's source re-reading is slow and fragile.
+    @tf.function(jit_compile=cfg.jit_compile or None, autograph=False)
     def train_step(x, y, lr):
         losses = strategy.run(replica_train_step, args=(x, y, lr))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    @tf.function
+    @tf.function(autograph=False)
     def eval_step(x, y):
         losses = strategy.run(replica_eval_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
@@ -356,7 +366,7 @@ def train(cfg: TrainConfig, log=None):
         return total / (math.log(2.0) * dims * max(n, 1))
 
     metrics_path = os.path.join(cfg.save_dir, "metrics.jsonl")
-    writer = tf.summary.create_file_writer(os.path.join(cfg.save_dir, "tensorboard"))
+    writer = tf.summary.create_file_writer(os.path.join(worker_dir or cfg.save_dir, "tensorboard"))
     test_bpds = []
     npz_path = os.path.join(cfg.save_dir, f"test_bpd_{cfg.data_set.replace(':', '_')}.npz")
     if resume_path and os.path.exists(npz_path):
@@ -364,9 +374,10 @@ def train(cfg: TrainConfig, log=None):
     written = []
 
     def save_outputs(ep, with_samples):
-        if with_samples:
-            _write_samples(cfg, model, averages, model_config, ep, writer, log)
-        _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
+        if chief:
+            if with_samples:
+                _write_samples(cfg, model, averages, model_config, ep, writer, log)
+            _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
         manager.save(checkpoint_number=int(step.numpy()))
 
     stop = None
@@ -420,8 +431,9 @@ def train(cfg: TrainConfig, log=None):
             record = {"epoch": ep, "step": int(step.numpy()), "train_bpd": train_bpd,
                       "test_bpd": test_bpd, "seconds": seconds, "lr": lr_now,
                       "images_per_second": train_images / seconds if seconds else None}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if chief:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             written.append(record)
             with writer.as_default(step=int(step.numpy())):
                 tf.summary.scalar("train/bits_per_dim", train_bpd)
@@ -434,6 +446,18 @@ def train(cfg: TrainConfig, log=None):
                 break
     writer.flush()
     return written
+
+
+def _chief_and_scratch(strategy, save_dir):
+    """(is this the chief worker?, a scratch save folder for non-chief workers or None)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True, None
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief" or (task_type == "worker" and task_id == 0
+                                and "chief" not in resolver.cluster_spec().as_dict()):
+        return True, None
+    return False, os.path.join(save_dir, f".worker_{task_type}_{task_id}")
 
 
 def _atomic_savez(path, **arrays):

@@ -174,3 +174,41 @@ def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         ckpt_lib.load_model(str(tmp_path))  # restores without error
         steps_seen.append(int(path.rsplit("-", 1)[1]))
     assert steps_seen == sorted(steps_seen)
+
+
+def _free_ports(n):
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_multi_worker_processes_train_together(tmp_path):
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        e = env()
+        e["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                     "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--strategy", "multi_worker",
+             "--batch_size", "4", "--max_steps", "3", "--dropout_p", "0",
+             "--save_dir", str(tmp_path), "--noquiet"],
+            env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=400)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert "Iteration 0" in outs[0] and "Iteration 0" not in outs[1]  # the chief reports
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert len(lines) == 1 and lines[0]["step"] == 3
+    path = ckpt_lib.latest_checkpoint(str(tmp_path))
+    assert path is not None and path.endswith("ckpt-3")

@@ -1,0 +1,37 @@
+"""train.py with the PixelCNN baseline and with grayscale MNIST (IDX files the test writes)."""
+
+import json
+import os
+
+import numpy as np
+
+from pixelcnn_pp import checkpoint as ckpt_lib
+from pixelcnn_pp.evaluation import evaluate_checkpoint
+from pixelcnn_pp.training import train
+
+from test_data_mnist import write_mnist
+from test_training import tiny_cfg
+
+
+def test_the_pixelcnn_baseline_trains_samples_and_evaluates(tmp_path):
+    metrics = train(tiny_cfg(tmp_path, model="pixelcnn", num_layers=2, num_filters=12,
+                             max_epochs=2, save_interval=1, num_samples=1))
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert metrics[1]["train_bpd"] < metrics[0]["train_bpd"]
+    cfg, _ = ckpt_lib.read_config(str(tmp_path))
+    assert cfg.model == "pixelcnn"
+    samples = np.load(tmp_path / "tinyset_DataLoader_sample1.npz")["images"]
+    assert samples.shape == (8, 8, 8, 3)
+    res = evaluate_checkpoint(save_dir=str(tmp_path), batch_size=8)
+    assert abs(res["test_bpd"] - metrics[-1]["test_bpd"]) < 1e-4
+
+
+def test_grayscale_pixelcnn_pp_trains_on_mnist_files(tmp_path):
+    write_mnist(str(tmp_path / "mnist"), n_train=24, n_test=8)
+    metrics = train(tiny_cfg(tmp_path / "run", data_set="mnist", data_dir=str(tmp_path / "mnist"),
+                             batch_size=4, init_batch_size=4, max_steps=3, num_samples=1))
+    assert metrics[-1]["step"] == 3
+    cfg, _ = ckpt_lib.read_config(str(tmp_path / "run"))
+    assert cfg.image_shape == (28, 28, 1)
+    samples = np.load(tmp_path / "run" / "mnist_sample0.npz")["images"]
+    assert samples.shape == (4, 28, 28, 1)
