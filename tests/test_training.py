@@ -83,7 +83,7 @@ def test_a_run_leaves_checkpoint_metrics_samples_and_bpd(tmp_path):
     assert res["test_bpd"] == pytest.approx(lines[-1]["test_bpd"], rel=1e-5)
 
 
-@pytest.mark.parametrize("dropout_p", [0.0])  # with dropout: not yet reproducible, see README
+@pytest.mark.parametrize("dropout_p", [0.0, 0.5])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, dropout_p):
     # 11 steps straight vs 5 + 6 (the stop falls mid-epoch: 8 steps per epoch)
     train(tiny_cfg(tmp_path / "straight", max_steps=11, dropout_p=dropout_p))
