@@ -8,6 +8,8 @@ The model, its Polyak-averaged weights and the sampling loop come from
 ``pixelcnn_pp.sampling``; this file only parses flags. See docs/SAMPLING.md.
 """
 
+import sys
+
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -42,6 +44,13 @@ _MODEL_FLAGS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "resnet_nonlineari
 
 
 def main(argv):
+    try:
+        _main(argv)
+    except (ValueError, FileNotFoundError) as e:    # a user's mistake: one clear line
+        sys.exit(f"sample.py: error: {e}")
+
+
+def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from pixelcnn_pp import sampling

@@ -9,7 +9,7 @@ grid is written as a PNG directly, so a tile shows the values the .npz holds.
 
 import os
 
-import imageio
+import imageio.v2 as imageio
 import numpy as np
 
 __all__ = ["images_to_uint8", "img_tile", "save_tile"]
