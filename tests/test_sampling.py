@@ -44,9 +44,16 @@ def labels(batch_size, num_classes):
 
 def assert_same_images(naive, fast):
     assert naive.shape == fast.shape and naive.dtype == fast.dtype == np.float32
-    np.testing.assert_array_equal(plotting.images_to_uint8(fast),
-                                  plotting.images_to_uint8(naive))
     np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-4)
+    # Equal 8-bit images, except where round-off straddles a rounding boundary: the samplers
+    # feed floats back (as the original, no rounding while sampling), so a value 1e-6 either
+    # side of v + 0.5 rounds differently without the images having diverged (the float check
+    # above would catch that).
+    differ = plotting.images_to_uint8(fast) != plotting.images_to_uint8(naive)
+    v = (naive.astype(np.float64) + 1.0) * 127.5
+    at_boundary = np.abs(v - np.floor(v) - 0.5) < 0.01
+    assert np.all(~differ | at_boundary), np.argwhere(differ & ~at_boundary)[:5]
+    assert differ.mean() < 0.01
 
 
 # Each nonlinearity, unconditional and conditional, 16x16 and 8x12, batch 1 and 3 (the
