@@ -35,3 +35,26 @@ def test_grayscale_pixelcnn_pp_trains_on_mnist_files(tmp_path):
     assert cfg.image_shape == (28, 28, 1)
     samples = np.load(tmp_path / "run" / "mnist_sample0.npz")["images"]
     assert samples.shape == (4, 28, 28, 1)
+
+
+def test_eval_of_the_original_tf1_checkpoint_uses_its_averages():
+    import pixelcnn_pp
+    from helpers import GOLDEN_CKPT, golden_model
+    from pixelcnn_pp.convert import load_tf1_checkpoint
+    from tinyset import DataLoader16
+    res = evaluate_checkpoint(tf1_checkpoint=GOLDEN_CKPT, data_set="tinyset:DataLoader16",
+                              batch_size=4, tf1_model=dict(nr_resnet=2, nr_filters=16,
+                                                           nr_logistic_mix=4))
+    model = golden_model()
+    load_tf1_checkpoint(model, GOLDEN_CKPT, use_ema=True)
+    x = (DataLoader16(None, "test", 8).data.astype(np.float32) - 127.5) / 127.5
+    nats = float(pixelcnn_pp.discretized_mix_logistic_loss(x, model(x)))
+    assert res["images"] == 8
+    assert abs(res["test_bpd"] - pixelcnn_pp.bits_per_dim(nats, 8, (16, 16, 3))) < 1e-5
+
+
+def test_energy_distance_training_runs_and_samples(tmp_path):
+    metrics = train(tiny_cfg(tmp_path, energy_distance=True, max_steps=2, num_samples=1))
+    assert metrics[-1]["step"] == 2 and np.isfinite(metrics[-1]["train_bpd"])
+    samples = np.load(tmp_path / "tinyset_DataLoader_sample0.npz")["images"]
+    assert samples.shape == (8, 8, 8, 3)

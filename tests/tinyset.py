@@ -22,3 +22,14 @@ class DataLoader(loader.DataLoader):
         x, y = make_images(64 if subset == "train" else 16, 0 if subset == "train" else 1)
         super().__init__(x, y, batch_size, rng=rng, shuffle=shuffle,
                          return_labels=return_labels, num_labels=3)
+
+
+class DataLoader16(loader.DataLoader):
+    """16x16 images (the golden configuration's size), unlabelled."""
+
+    def __init__(self, data_dir, subset, batch_size, rng=None, shuffle=False,
+                 return_labels=False):
+        x, _ = make_images(32 if subset == "train" else 8, 2 if subset == "train" else 3)
+        x = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)                      # (n, 16, 16, 3)
+        super().__init__(x, None, batch_size, rng=rng, shuffle=shuffle,
+                         return_labels=return_labels)
