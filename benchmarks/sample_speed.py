@@ -110,17 +110,18 @@ def _profile(model, B, size, jit):
         levels, u_up, u_down = fs._u_rows(t, st, w, new, xp, i)
         return [tf.concat(fs._ul_above(l, st, w, u_up, u_down, xp, i), -1) for l in levels]
 
-    out = {"row_s": [], "row_level_s": []}
+    # Row kinds: i mod 4 = 0 (all three levels), odd (full resolution only), 2 (two levels).
+    out = {"row_kinds": ["i%4==0", "i odd", "i%4==2"], "row_s": [], "row_level_s": []}
     i = tf.constant(5)
-    for t in range(4):
+    for t in range(3):
         fs._rows[t](st, w, i, noise)
         out["row_s"].append(_best(lambda: fs._rows[t](st, w, i, noise), 3))
         f = tf.function(lambda st, w, i, t=t: row_level(t, st, w, i))
         f(st, w, i)
         out["row_level_s"].append(_best(lambda: f(st, w, i), 3))
-    rows = size // 4
-    out["row_level_total_s"] = rows * sum(out["row_level_s"])
-    out["pixel_loop_total_s"] = rows * (sum(out["row_s"]) - sum(out["row_level_s"]))
+    per4 = lambda t: t[0] + 2 * t[1] + t[2]
+    out["row_level_total_s"] = size // 4 * per4(out["row_level_s"])
+    out["pixel_loop_total_s"] = size // 4 * (per4(out["row_s"]) - per4(out["row_level_s"]))
     # Ops in one pixel step (the loop body covers four columns) of an odd row, and the
     # multiply-adds of its matmuls at this batch size.
     graph = fs._rows[1].get_concrete_function(st, w, i, noise).graph.as_graph_def()

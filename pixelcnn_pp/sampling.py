@@ -206,11 +206,18 @@ def _energy_head_noise(model, noise_fn):
         object.__delattr__(model, "_energy_distance_head")
 
 
-class _NaiveSampler:
+class _Sampler:
+    # A weak reference: the samplers are cached per model, and must not keep it alive.
+    @property
+    def model(self):
+        return self._model()
+
+
+class _NaiveSampler(_Sampler):
     """The original's loop: one full network pass per pixel, each row compiled as one loop."""
 
     def __init__(self, model, B, H, W, jit):
-        self.model, self.B, self.H, self.W = model, B, H, W
+        self._model, self.B, self.H, self.W = weakref.ref(model), B, H, W
         self.C = model.num_channels
         self._row = tf.function(self._row_fn, jit_compile=jit, autograph=False)
 
@@ -283,7 +290,7 @@ def _concat_rows(nl_name, F):
     return r(0, F), r(F, 2 * F)
 
 
-class _FastSampler:
+class _FastSampler(_Sampler):
     """Cached exact sampling. See the module docstring for the schedule.
 
     Levels 0, 1, 2 are the full, 1/2 and 1/4 resolutions. One compiled function per kind of
@@ -293,7 +300,7 @@ class _FastSampler:
     """
 
     def __init__(self, model, B, H, W, jit):
-        self.model, self.B, self.H, self.W = model, B, H, W
+        self._model, self.B, self.H, self.W = weakref.ref(model), B, H, W
         self.C = model.num_channels
         self.R, self.F = model.nr_resnet, model.nr_filters
         self.M = model.nr_logistic_mix
