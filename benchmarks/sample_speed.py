@@ -39,6 +39,8 @@ flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "batch sizes")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA for the fast sampler's pixel loop")
 flags.DEFINE_integer("repeats", 2, "timed repetitions (the best is reported)")
 flags.DEFINE_bool("naive_full", False, "run naive sampling instead of estimating it")
+flags.DEFINE_bool("naive_xla", False, "also time a naive pass compiled with XLA; the naive "
+                  "estimate uses the faster of the two")
 flags.DEFINE_bool("profile", False, "row-level / pixel-loop split, ops and FLOPs per step")
 flags.DEFINE_string("out", None, "also write the JSON here")
 
@@ -79,10 +81,14 @@ def _naive(model, B, size):
         t = _best(run, FLAGS.repeats)
         return {"naive_s": t, "naive_estimated": False}
     x = tf.random.stateless_uniform((B, size, size, 3), (3, 4), -1.0, 1.0)
-    forward = tf.function(lambda x: model(x))
-    forward(x)
-    p = _best(lambda: forward(x).numpy(), FLAGS.repeats)
-    return {"naive_pass_s": p, "naive_s": p * size * size, "naive_estimated": True}
+    out = {}
+    for jit in ([False, True] if FLAGS.naive_xla else [False]):
+        forward = tf.function(lambda x: model(x), jit_compile=jit)
+        forward(x)
+        out["naive_pass_xla_s" if jit else "naive_pass_s"] = _best(lambda: forward(x).numpy(),
+                                                                   FLAGS.repeats)
+    p = min(out.values())
+    return dict(out, naive_s=p * size * size, naive_estimated=True)
 
 
 def _fast(model, B, size, jit):
@@ -95,12 +101,13 @@ def _fast(model, B, size, jit):
 
 
 def _profile(model, B, size, jit):
-    """Time per row kind: the whole row, and its row-level part alone."""
+    """Time per row kind: the whole row, and its row-level part alone (each compiled alone,
+    so the sum is a little above the real run, which compiles four rows at a time)."""
     fs = sampling._get_sampler(model, "fast", B, size, size, False, jit)
     w = fs._weights(None)
     st = fs._initial_state()
-    noise = sampling._row_noise(tf.constant(0, tf.int64), tf.constant(5), size, B, fs.M, 3,
-                                False)
+    noise = [n[0] for n in sampling._rows_noise(tf.constant(0, tf.int64), tf.constant(5), 1,
+                                                size, B, fs.M, 3, False)]
 
     def row_level(t, st, w, i):
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
@@ -113,10 +120,13 @@ def _profile(model, B, size, jit):
     # Row kinds: i mod 4 = 0 (all three levels), odd (full resolution only), 2 (two levels).
     out = {"row_kinds": ["i%4==0", "i odd", "i%4==2"], "row_s": [], "row_level_s": []}
     i = tf.constant(5)
+    rows = []
     for t in range(3):
-        fs._rows[t](st, w, i, noise)
-        out["row_s"].append(_best(lambda: fs._rows[t](st, w, i, noise), 3))
-        f = tf.function(lambda st, w, i, t=t: row_level(t, st, w, i))
+        row = tf.function(lambda st, w, i, n, t=t: fs._row(t, st, w, i, n), autograph=False)
+        row(st, w, i, noise)
+        out["row_s"].append(_best(lambda: row(st, w, i, noise), 3))
+        rows.append(row)
+        f = tf.function(lambda st, w, i, t=t: row_level(t, st, w, i), autograph=False)
         f(st, w, i)
         out["row_level_s"].append(_best(lambda: f(st, w, i), 3))
     per4 = lambda t: t[0] + 2 * t[1] + t[2]
@@ -124,7 +134,7 @@ def _profile(model, B, size, jit):
     out["pixel_loop_total_s"] = size // 4 * (per4(out["row_s"]) - per4(out["row_level_s"]))
     # Ops in one pixel step (the loop body covers four columns) of an odd row, and the
     # multiply-adds of its matmuls at this batch size.
-    graph = fs._rows[1].get_concrete_function(st, w, i, noise).graph.as_graph_def()
+    graph = rows[1].get_concrete_function(st, w, i, noise).graph.as_graph_def()
     bodies = [f for f in graph.library.function if "while_body" in f.signature.name]
     if bodies:
         nodes = [n for n in bodies[0].node_def if n.op not in ("Const", "Identity", "NoOp")]
