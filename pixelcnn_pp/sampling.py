@@ -39,7 +39,8 @@ import tensorflow as tf
 from pixelcnn_pp import layers as L
 from pixelcnn_pp.likelihood import sample_from_discretized_mix_logistic
 
-__all__ = ["sample", "position_noise", "energy_noise", "METHODS"]
+__all__ = ["sample", "position_noise", "energy_noise", "METHODS", "load_model_for_sampling",
+           "sample_labels", "batch_seed", "sample_to_files", "ProgressBar"]
 
 METHODS = ("fast", "naive")
 
@@ -117,8 +118,9 @@ def sample(model, batch_size, image_shape=(32, 32, 3), h=None, seed=0, method="f
       method: "fast" (cached, the default) or "naive" (H·W full passes, the original).
       averages: a PolyakAverage of the model's trainable variables: sample with the averaged
         weights (as the original does). None samples with the weights as they are.
-      jit_compile: compile the per-row step with XLA (True / False); None picks the faster
-        on CPU (see docs/SAMPLING.md).
+      jit_compile: compile with XLA (True / False) the loop along a row (fast: the per-pixel
+        steps; naive: the row's W passes). None picks plain TensorFlow, the faster end to end
+        on CPU once compile time counts (see docs/SAMPLING.md).
       progress: optional callable progress(rows_done, H), called as rows complete (every
         row for "naive", every four rows for "fast").
 
@@ -140,7 +142,9 @@ def sample(model, batch_size, image_shape=(32, 32, 3), h=None, seed=0, method="f
     return sampler.run(h, int(seed), progress)
 
 
-# Measured on CPU by benchmarks/sample_speed.py (see docs/SAMPLING.md).
+# Measured on CPU by benchmarks/sample_speed.py (docs/SAMPLING.md): XLA shortens the fast
+# sampler's per-pixel loop by 10-30% but adds 15-25 s of compile to the first call, and it
+# slows a naive pass down.
 _DEFAULT_JIT = {"fast": False, "naive": False}
 
 
@@ -297,10 +301,10 @@ def _concat_rows(nl_name, F):
 class _FastSampler(_Sampler):
     """Cached exact sampling. See the module docstring for the schedule.
 
-    Levels 0, 1, 2 are the full, 1/2 and 1/4 resolutions. One compiled function per kind of
-    row (i mod 4 decides which levels get new rows) carries the caches from row to row; a
-    loop inside it steps over the columns, four at a time (j mod 4 decides which levels get
-    a new position).
+    Levels 0, 1, 2 are the full, 1/2 and 1/4 resolutions. Row i is computed by ``_row`` for
+    its kind t (i mod 4 decides which levels get new rows): the row-level part, then a loop
+    over the columns, four at a time (j mod 4 decides which levels get a new position), then
+    the caches for the next row. One compiled call runs four rows.
     """
 
     def __init__(self, model, B, H, W, jit):
@@ -321,7 +325,8 @@ class _FastSampler(_Sampler):
 
     # ------------------------------------------------------------------ weights
     def _blocks(self, kind):
-        """(level, index within level, block) of 'up_u', 'up_ul', 'down_u' or 'down_ul'."""
+        """The gated resnets of 'up_u', 'up_ul', 'down_u' or 'down_ul' as one list per level
+        (full, 1/2, 1/4 resolution)."""
         blocks = getattr(self.model, kind)
         R = self.R
         if kind.startswith("up"):
@@ -347,7 +352,7 @@ class _FastSampler(_Sampler):
             return tf.matmul(h, _f32(blk.hw))                     # (B, 2F)
 
         def block(blk, a_split=False):
-            d = {"conv1": None, "conv2": None, "h": hterm(blk)}
+            d = {"h": hterm(blk)}
             if blk.nin_a is not None:
                 w, b = _dense_weights(blk.nin_a)
                 if a_split:   # a = concat([u, ul]): the u part is known per row
@@ -569,11 +574,13 @@ class _FastSampler(_Sampler):
     # ------------------------------------------------------------------ one row
     @staticmethod
     def _levels(t):
-        """Levels that get a new row on row i, t = i mod 4."""
+        """Levels that get a new row on a row of kind t: 0 (i mod 4 = 0), 1 (i odd) or
+        2 (i mod 4 = 2)."""
         return [0] if t % 2 else [0, 1] if t == 2 else [0, 1, 2]
 
     def _row(self, t, st, w, i, noise):
-        """Row i (t = i mod 4, static) given the caches ``st``; returns the new caches."""
+        """Row i of kind t (static, see _levels) given the caches ``st``; returns the new
+        caches. noise: (W, B, .) per position of the row."""
         B, H, R, F, C = self.B, self.H, self.R, self.F, self.C
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
         # x_pad rows i-2 and i-1 (zeros, ones channel included, above the image)
@@ -620,7 +627,7 @@ class _FastSampler(_Sampler):
         return new
 
     def _pixel_loop(self, t, packed, ul_us, w, noise):
-        """The ul stream along row i, one position per step (t = i mod 4, static).
+        """The ul stream along a row of kind t, one position per step.
 
         packed: per level, (W_l, B, S) row-above parts; ul_us: (W_l, B, F) bottom rows of the
         transposed convs from the row before; noise: (W, B, .) per position. Returns per level
