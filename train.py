@@ -50,7 +50,10 @@ flags.DEFINE_enum("strategy", _D.strategy, ["mirrored", "multi_worker", "one_dev
                   "Distribution strategy (multi_worker reads TF_CONFIG)")
 flags.DEFINE_enum("precision", _D.precision, ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras mixed-precision policy (likelihood and loss stay float32)")
-flags.DEFINE_boolean("jit_compile", _D.jit_compile, "XLA-compile the training step")
+flags.DEFINE_boolean("jit_compile", _D.jit_compile,
+                     "XLA-compile each replica's forward/backward pass and the evaluation pass")
+flags.DEFINE_boolean("recompute", _D.recompute,
+                     "Gradient checkpointing of the gated resnets: less memory, more time")
 flags.DEFINE_enum("sample_method", _D.sample_method, ["fast", "naive"], "Sampler for samples")
 flags.DEFINE_boolean("quiet", _D.quiet, "Print nothing but errors")
 

@@ -277,14 +277,20 @@ class GatedResnet(keras.layers.Layer):
             out[f"{self.hw_scope}/hw"] = self.hw
         return out
 
-    def call(self, x, a=None, h=None, training=False):
+    def dropout_seed(self):
+        """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
+        return self.seed_generator.make_seeds(1)[:, 0]
+
+    def call(self, x, a=None, h=None, training=False, seed=None):
+        """seed: the dropout seed (drawn from the generator when None and dropout is on);
+        a recomputed block passes it so that its recomputation draws the same mask."""
         nl = self.nonlinearity
         c1 = self.conv1(nl(x))
         if a is not None:
             c1 = c1 + self.nin_a(nl(a))
         c1 = nl(c1)
         if training and self.dropout_p > 0:
-            seed = self.seed_generator.make_seeds(1)[:, 0]
+            seed = self.dropout_seed() if seed is None else seed
             c1 = tf.nn.experimental.stateless_dropout(c1, rate=self.dropout_p, seed=seed)
         c2 = self.conv2(c1)
         if h is not None:

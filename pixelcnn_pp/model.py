@@ -48,6 +48,10 @@ class PixelCNNPP(keras.Model):
       energy_distance: use the energy-distance head instead of the mixture head.
       num_channels: 3 (RGB) or 1 (grayscale, with the 1-channel mixture of 3M outputs).
       seed: seeds the dropout and energy-distance noise generator.
+      recompute: gradient checkpointing in training: each gated resnet keeps only its inputs
+        and recomputes its activations in the backward pass (the original's "checkpoints"
+        collection, ``memory_saving_gradients``). Same gradients, less memory, more time.
+        An attribute that may be changed between calls; not part of the saved model.
 
     Call: ``model(x, h=None, training=False)`` with x (B, H, W, C) float32 in [-1, 1], H and W
     divisible by 4. Returns (B, H, W, 10M) mixture parameters (3M for C = 1), or for an
@@ -56,8 +60,10 @@ class PixelCNNPP(keras.Model):
 
     def __init__(self, nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
                  resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None,
-                 energy_distance=False, num_channels=3, seed=None, **kwargs):
+                 energy_distance=False, num_channels=3, seed=None, recompute=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.recompute = bool(recompute)
         if resnet_nonlinearity not in L.NONLINEARITIES:
             raise ValueError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
                              f"got {resnet_nonlinearity!r}")
@@ -206,7 +212,16 @@ class PixelCNNPP(keras.Model):
         R = self.nr_resnet
 
         def gr(blk, v, a=None):
-            return blk(v, a=a, h=h, training=training)
+            if not (training and self.recompute):
+                return blk(v, a=a, h=h, training=training)
+            # Gradient checkpointing: the dropout seed is drawn here, once, so that the
+            # backward pass recomputes the block with the same mask.
+            seed = blk.dropout_seed() if blk.dropout_p > 0 else None
+            if a is None:
+                return tf.recompute_grad(
+                    lambda v: blk(v, h=h, training=True, seed=seed))(v)
+            return tf.recompute_grad(
+                lambda v, a: blk(v, a=a, h=h, training=True, seed=seed))(v, a)
 
         # ----- up pass
         # A constant-ones channel tells the image from the zero padding.

@@ -25,8 +25,8 @@ from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, energy_distance_loss
 from pixelcnn_pp.optim import Adam, PolyakAverage
 
-__all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "DATA_SETS",
-           "NonFiniteLossError"]
+__all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "make_steps",
+           "distribute_batches", "DATA_SETS", "NonFiniteLossError"]
 
 # --data_set name -> (module, extra constructor arguments)
 DATA_SETS = {
@@ -70,6 +70,7 @@ class TrainConfig:
     strategy: str = "mirrored"
     precision: str = "float32"
     jit_compile: bool = False
+    recompute: bool = False
     sample_method: str = "fast"
     quiet: bool = False
 
@@ -206,6 +207,77 @@ class _StopRequested:
             signal.signal(s, h)
 
 
+# ---------------------------------------------------------------------------------- steps
+def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
+               jit_compile=False):
+    """The compiled training and evaluation steps of train() (benchmarks time these).
+
+    ``train_step(x, y, lr)``: uint8 images and int labels (per replica, from
+    ``distribute_batches``) and the learning rate -> the objective summed over the global
+    batch (float32, nats). On every replica: forward with dropout, backward, then the
+    optimizer's update (gradients summed over replicas) and the Polyak averages.
+    ``eval_step(x, y)``: the summed objective with ``training=False``.
+
+    jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
+    pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
+    """
+    def labels_to_h(y):
+        return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
+
+    def loss_and_grads(x, y):
+        x = scale_images(x)
+        with tf.GradientTape() as tape:
+            out = model(x, h=labels_to_h(y), training=True)
+            loss = objective(x, out)                  # summed over this replica's images
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        return loss, tape.gradient(scaled, model.trainable_variables)
+
+    def eval_loss(x, y):
+        x = scale_images(x)
+        return objective(x, model(x, h=labels_to_h(y), training=False))
+
+    if jit_compile:
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
+        eval_loss = tf.function(eval_loss, jit_compile=True, autograph=False)
+
+    def replica_train_step(x, y, lr):
+        loss, grads = loss_and_grads(x, y)
+        optimizer.learning_rate.assign(lr)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
+        averages.update()
+        return loss
+
+    # autograph=False: the steps are plain TF (Python branches only on static values), and
+    # AutoGraph's source re-reading is slow and fragile.
+    @tf.function(autograph=False)
+    def train_step(x, y, lr):
+        losses = strategy.run(replica_train_step, args=(x, y, lr))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    @tf.function(autograph=False)
+    def eval_step(x, y):
+        losses = strategy.run(eval_loss, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    return train_step, eval_step
+
+
+def distribute_batches(strategy, batches, image_shape, global_batch, with_labels):
+    """numpy batches (x, or (x, y) when with_labels) -> a prefetched distributed tf.data
+    pipeline of (uint8 x, int32 y) split across the replicas (y is zeros without labels)."""
+    H, W, C = image_shape
+
+    def gen():
+        for b in batches:
+            x, y = b if with_labels else (b, np.zeros(len(b), np.int32))
+            yield x, y.astype(np.int32)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec((global_batch, H, W, C), tf.uint8),
+        tf.TensorSpec((global_batch,), tf.int32))).prefetch(2)
+    return strategy.experimental_distribute_dataset(ds)
+
+
 # ---------------------------------------------------------------------------------- loop
 def _objective(config):
     """(x, model output) -> summed objective over the batch, in float32 (nats)."""
@@ -274,6 +346,11 @@ def train(cfg: TrainConfig, log=None):
 
     with strategy.scope():
         model = ckpt_lib.build_model(model_config, seed=cfg.seed)
+        if cfg.recompute:
+            if not hasattr(model, "recompute"):
+                raise ValueError("--recompute is for PixelCNN++ (its gated resnet blocks); "
+                                 "the PixelCNN baseline has none: drop the flag")
+            model.recompute = True
         optimizer = Adam(learning_rate=cfg.learning_rate)
         if cfg.precision == "mixed_float16":
             import keras
@@ -314,48 +391,12 @@ def train(cfg: TrainConfig, log=None):
         train_data.reset()
         data_state.record_epoch_start(train_data)
 
-    # ---- compiled steps
-    def replica_train_step(x, y, lr):
-        x = scale_images(x)
-        with tf.GradientTape() as tape:
-            out = model(x, h=labels_to_h(y), training=True)
-            loss = objective(x, out)                  # summed over this replica's images
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.learning_rate.assign(lr)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
-        averages.update()
-        return loss
-
-    def replica_eval_step(x, y):
-        x = scale_images(x)
-        return objective(x, model(x, h=labels_to_h(y), training=False))
-
-    # autograph=False: the steps are plain TF (Python branches only on static values), and
-    # AutoGraph's source re-reading is slow and fragile.
-    @tf.function(jit_compile=cfg.jit_compile or None, autograph=False)
-    def train_step(x, y, lr):
-        losses = strategy.run(replica_train_step, args=(x, y, lr))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-    @tf.function(autograph=False)
-    def eval_step(x, y):
-        losses = strategy.run(replica_eval_step, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    # ---- compiled steps (the same ones benchmarks/train_speed.py times)
+    train_step, eval_step = make_steps(strategy, model, optimizer, averages, objective,
+                                       num_classes, jit_compile=cfg.jit_compile)
 
     def distributed(batches):
-        """numpy (x[, y]) batches -> a prefetched distributed tf.data pipeline."""
-        H, W, C = image_shape
-
-        def gen():
-            for b in batches:
-                x, y = b if want_labels else (b, np.zeros(len(b), np.int32))
-                yield x, y.astype(np.int32)
-
-        ds = tf.data.Dataset.from_generator(gen, output_signature=(
-            tf.TensorSpec((global_batch, H, W, C), tf.uint8),
-            tf.TensorSpec((global_batch,), tf.int32))).prefetch(2)
-        return strategy.experimental_distribute_dataset(ds)
+        return distribute_batches(strategy, batches, image_shape, global_batch, want_labels)
 
     def evaluate():
         total, n = 0.0, 0

@@ -1,0 +1,223 @@
+"""Training and evaluation throughput of PixelCNN++: the compiled steps train.py runs.
+
+    python benchmarks/train_speed.py                                  # full model, batch 16
+    python benchmarks/train_speed.py --precision mixed_bfloat16
+    python benchmarks/train_speed.py --recompute
+    python benchmarks/train_speed.py --jit_compile
+    python benchmarks/train_speed.py --nr_gpu 2 --batch_size 8        # 2 replicas (logical CPUs)
+    python benchmarks/train_speed.py --workers 2 --batch_size 8       # 2 localhost workers
+    python benchmarks/train_speed.py --smoke                          # seconds: a tiny model
+
+It builds the model, optimizer and averages as train.py does (under the same distribution
+strategy), runs the data-dependent init, then times ``training.make_steps``' train step
+(forward with dropout, backward, the original's Adam, Polyak averaging; random uint8 images
+prefetched through tf.data) after warm-up steps, and the evaluation step. The last line
+printed is JSON: train_img_per_s, eval_img_per_s, peak_memory_mb (the process's peak resident
+memory, which training sets) and the settings. ``--profile_dir`` also writes a TensorBoard
+profile of two training steps and prints where their time went, by op type.
+"""
+
+import collections
+import glob
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+F = flags.FLAGS
+flags.DEFINE_integer("nr_resnet", 5, "Residual blocks per stage")
+flags.DEFINE_integer("nr_filters", 160, "Filters")
+flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
+flags.DEFINE_integer("image_size", 32, "Image height and width")
+flags.DEFINE_integer("batch_size", 16, "Images per replica per step")
+flags.DEFINE_integer("steps", 5, "Timed training steps")
+flags.DEFINE_integer("warmup", 2, "Untimed training steps first (tracing included)")
+flags.DEFINE_integer("eval_steps", 5, "Timed evaluation steps (after one untimed)")
+flags.DEFINE_float("dropout_p", 0.5, "Dropout rate (on, as in training)")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras mixed-precision policy")
+flags.DEFINE_boolean("jit_compile", False, "XLA for the forward/backward and eval passes")
+flags.DEFINE_boolean("recompute", False, "Gradient checkpointing of the gated resnets")
+flags.DEFINE_integer("nr_gpu", 1, "Replicas (GPUs, or logical CPU devices without GPUs)")
+flags.DEFINE_integer("workers", 1, "Localhost worker processes (MultiWorkerMirroredStrategy)")
+flags.DEFINE_boolean("smoke", False, "A tiny model and two steps: checks that it runs")
+flags.DEFINE_string("profile_dir", None, "Write a TensorBoard profile of two training steps")
+flags.DEFINE_string("_tf_config", None, "internal: this process is a worker of --workers")
+
+
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _profile_summary(logdir, top=12):
+    """Op time (summed over the executor threads) by op type from the newest profile under logdir (xplane.pb)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    files = sorted(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")))
+    if not files:
+        return {}
+    space = xplane_pb2.XSpace()
+    with open(files[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    by_type = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor threads running ops
+                continue
+            for ev in line.events:
+                name = plane.event_metadata[ev.metadata_id].name
+                if name.count(":") != 1:  # TF ops are "name:Type"; "A::B" are markers
+                    continue
+                by_type[name.split(":")[1]] += ev.duration_ps / 1e12
+    total = sum(by_type.values())
+    return {"op_seconds_total": round(total, 3),
+            "top_op_types": [(k, round(v, 3), round(v / total, 3) if total else 0)
+                             for k, v in by_type.most_common(top)]}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _launch_workers(argv):
+    """Run this script as F.workers localhost processes; print the chief's JSON line."""
+    ports = [_free_port() for _ in range(F.workers)]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    args = [a for a in argv[1:] if not a.startswith("--workers")]
+    procs = []
+    for i in range(F.workers):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, argv[0], *args, "--workers=1", f"--_tf_config={tf_config}"],
+            stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a worker failed (exit codes {[p.returncode for p in procs]})")
+    results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    chief = results[0]
+    chief["workers"] = F.workers
+    chief["peak_memory_mb_per_worker"] = [r["peak_memory_mb"] for r in results]
+    print(json.dumps(chief))
+
+
+def main(argv):
+    if F.workers > 1:
+        return _launch_workers(sys.argv)
+    if F.smoke:
+        F.nr_resnet, F.nr_filters, F.nr_logistic_mix, F.image_size = 1, 8, 2, 8
+        F.batch_size, F.steps, F.warmup, F.eval_steps = 2, 2, 1, 2
+    if F._tf_config:
+        os.environ["TF_CONFIG"] = F._tf_config
+    import numpy as np
+    import keras
+    import tensorflow as tf
+
+    from pixelcnn_pp import PixelCNNPP
+    from pixelcnn_pp.likelihood import discretized_mix_logistic_loss
+    from pixelcnn_pp.optim import Adam, PolyakAverage
+    from pixelcnn_pp.training import (distribute_batches, make_steps, make_strategy,
+                                      scale_images)
+
+    if F.precision != "float32":
+        keras.mixed_precision.set_global_policy(F.precision)
+    strategy = make_strategy("multi_worker" if F._tf_config else "mirrored", F.nr_gpu,
+                             log=lambda *a: print(*a, file=sys.stderr))
+    replicas = strategy.num_replicas_in_sync
+    global_batch = F.batch_size * replicas
+    shape = (F.image_size, F.image_size, 3)
+    rng = np.random.RandomState(0)
+    pool = [rng.randint(0, 256, (global_batch,) + shape).astype(np.uint8) for _ in range(4)]
+
+    def batches(n):
+        for i in range(n):
+            yield pool[i % len(pool)]
+
+    rss_start = _rss_mb()
+    with strategy.scope():
+        model = PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
+                           dropout_p=F.dropout_p, seed=0, recompute=F.recompute)
+        model.initialize(scale_images(pool[0][:F.batch_size]))
+        optimizer = Adam(learning_rate=1e-3)
+        if F.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        averages = PolyakAverage(model.trainable_variables)
+    rss_model = _rss_mb()
+    train_step, eval_step = make_steps(strategy, model, optimizer, averages,
+                                       discretized_mix_logistic_loss, None,
+                                       jit_compile=F.jit_compile)
+    lr = tf.constant(1e-3, tf.float32)
+
+    def run_train(n):
+        losses = []
+        for x, y in distribute_batches(strategy, batches(n), shape, global_batch, False):
+            losses.append(float(train_step(x, y, lr)))  # train.py reads every loss too
+        return losses
+
+    t0 = time.perf_counter()
+    run_train(F.warmup)
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    losses = run_train(F.steps)
+    train_s = time.perf_counter() - t0
+    peak_train = _peak_mb()
+    if not all(np.isfinite(losses)):
+        raise SystemExit(f"non-finite training loss: {losses}")
+
+    def run_eval(n):
+        for x, y in distribute_batches(strategy, batches(n), shape, global_batch, False):
+            float(eval_step(x, y))
+
+    run_eval(1)
+    t0 = time.perf_counter()
+    run_eval(F.eval_steps)
+    eval_s = time.perf_counter() - t0
+
+    result = {
+        "train_img_per_s": round(F.steps * global_batch / train_s, 4),
+        "eval_img_per_s": round(F.eval_steps * global_batch / eval_s, 4),
+        "peak_memory_mb": round(peak_train, 1),
+        "memory_before_training_mb": round(rss_model, 1),
+        "process_start_memory_mb": round(rss_start, 1),
+        "train_seconds_per_step": round(train_s / F.steps, 4),
+        "eval_seconds_per_step": round(eval_s / F.eval_steps, 4),
+        "warmup_seconds": round(warmup_s, 2),
+        "bits_per_dim_last_step": round(losses[-1] / (np.log(2) * np.prod(shape) * global_batch), 4),
+        "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
+        "nr_logistic_mix": F.nr_logistic_mix, "image_size": F.image_size,
+        "batch_size": F.batch_size, "replicas": replicas, "global_batch": global_batch,
+        "precision": F.precision, "jit_compile": F.jit_compile, "recompute": F.recompute,
+        "steps": F.steps, "eval_steps": F.eval_steps, "dropout_p": F.dropout_p,
+        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
+    }
+    if F.profile_dir:
+        tf.profiler.experimental.start(F.profile_dir)
+        t0 = time.perf_counter()
+        run_train(2)
+        wall = time.perf_counter() - t0
+        tf.profiler.experimental.stop()
+        result["profile"] = dict(_profile_summary(F.profile_dir), wall_seconds=round(wall, 3))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
