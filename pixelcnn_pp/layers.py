@@ -50,6 +50,9 @@ class _WeightNorm(keras.layers.Layer):
     """Shared machinery: V, g, b, and the data-dependent init step."""
 
     def __init__(self, num_filters, init_scale=1.0, tf1_scope=None, **kwargs):
+        # autocast=False: under a mixed-precision policy the weights are read in float32 (the
+        # weight-norm statistics need it) and cast to the compute dtype explicitly (_cast).
+        kwargs.setdefault("autocast", False)
         super().__init__(name=tf1_scope.split("/")[-1] if tf1_scope else None, **kwargs)
         self.num_filters = int(num_filters)
         self.init_scale = float(init_scale)

@@ -28,6 +28,8 @@ from pixelcnn_pp.optim import Adam, PolyakAverage
 __all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "make_steps",
            "distribute_batches", "DATA_SETS", "NonFiniteLossError"]
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 # --data_set name -> (module, extra constructor arguments)
 DATA_SETS = {
     "demo": ("data.demo_data", {}),
@@ -298,10 +300,19 @@ def _bar(i, n, t0, extra=""):
 
 def train(cfg: TrainConfig, log=None):
     """Run (or resume) training as configured. Returns the list of metric dicts written."""
+    import keras
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {cfg.precision!r}")
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    try:
+        return _train(cfg, log)
+    finally:  # the policy is process-wide: put back the caller's
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _train(cfg, log):
     log = log or (lambda *a: None if cfg.quiet else print(*a, flush=True))
-    if cfg.precision != "float32":
-        import keras
-        keras.mixed_precision.set_global_policy(cfg.precision)
     os.makedirs(cfg.save_dir, exist_ok=True)
     strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)  # before anything starts TF
     # Multi-worker: every worker runs the same steps (collectives), only the chief writes

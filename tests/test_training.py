@@ -130,7 +130,8 @@ def test_two_replicas_equal_one_device_with_twice_the_batch(tmp_path):
                         atol=2e-6)
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--noquiet", "--nr_gpu", "1",
          "--save_dir", str(tmp_path), "--max_epochs", "100000", "--save_interval", "100000"],
@@ -142,7 +143,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path):
                 break
             assert time.time() < deadline
         time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()

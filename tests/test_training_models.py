@@ -2,15 +2,18 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 
+from pixelcnn_pp import baseline, plotting, sampling
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.evaluation import evaluate_checkpoint
 from pixelcnn_pp.training import train
 
 from test_data_mnist import write_mnist
-from test_training import tiny_cfg
+from test_training import ROOT, env, tiny_cfg
 
 
 def test_the_pixelcnn_baseline_trains_samples_and_evaluates(tmp_path):
@@ -24,6 +27,20 @@ def test_the_pixelcnn_baseline_trains_samples_and_evaluates(tmp_path):
     assert samples.shape == (8, 8, 8, 3)
     res = evaluate_checkpoint(save_dir=str(tmp_path), batch_size=8)
     assert abs(res["test_bpd"] - metrics[-1]["test_bpd"]) < 1e-4
+    # sample.py on the baseline's save_dir: its own exact sampler, with the averaged weights.
+    out = tmp_path / "s.png"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), f"--save_dir={tmp_path}",
+                        "--num_samples=3", "--batch_size=3", "--seed=5", f"--out={out}"],
+                       env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    images = np.load(tmp_path / "s.npz")["images"]
+    model, _ = ckpt_lib.load_model(str(tmp_path), use_averages=True)
+    expected = baseline.sample(model, 3, (8, 8, 3), seed=sampling.batch_seed(5, 0))
+    np.testing.assert_array_equal(images, plotting.images_to_uint8(np.asarray(expected)))
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"),
+                          f"--save_dir={tmp_path}", "--labels=1", f"--out={out}"],
+                         env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "error" in bad.stderr
 
 
 def test_grayscale_pixelcnn_pp_trains_on_mnist_files(tmp_path):

@@ -1,0 +1,161 @@
+"""Speed and memory options: recompute (gradient checkpointing), mixed precision, XLA, and the
+training benchmark's smoke mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import one_hot, random_images, tiny_model
+from pixelcnn_pp import checkpoint as ckpt_lib
+from pixelcnn_pp.likelihood import discretized_mix_logistic_loss
+from pixelcnn_pp.sampling import sample
+from pixelcnn_pp.training import train
+from test_training import ROOT, checkpoint_values, env, tiny_cfg
+
+
+def _grads(model, x, h, seed_state):
+    model.rng.state.assign(seed_state)  # the same dropout masks for every call
+
+    @tf.function(autograph=False)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = discretized_mix_logistic_loss(x, model(x, h=h, training=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    return step()
+
+
+def _worst_relative(a, b):
+    return max(float(tf.reduce_max(tf.abs(u - v)) / (tf.reduce_max(tf.abs(v)) + 1e-12))
+               for u, v in zip(a, b))
+
+
+def test_recompute_gives_the_plain_gradients_with_dropout():
+    x, h = tf.constant(random_images((2, 8, 8, 3))), one_hot([0, 2], 3)
+    model = tiny_model(num_classes=3, dropout_p=0.5)
+    model.initialize(x, h)
+    state = model.rng.state.numpy()
+    loss0, g0 = _grads(model, x, h, state)
+    model.recompute = True
+    loss1, g1 = _grads(model, x, h, state)
+    assert all(g is not None for g in g1)
+    np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-5)
+    assert _worst_relative(g1, g0) < 1e-3
+    # Other dropout masks give other gradients: the comparison above can fail.
+    other = state.copy()
+    other[0] += 12345
+    _, g2 = _grads(model, x, h, other)
+    assert _worst_relative(g2, g0) > 1e-2
+
+
+def assert_same_training(dir_a, dir_b, steps=3, lr=1e-3):
+    """The weights of two runs agree to round-off, as Adam propagates it: Adam divides each
+    gradient by its own scale, so elements with tiny gradients turn round-off into a visible
+    share of a step. 99.5% within 1e-3 of the summed learning rate, all within 5%."""
+    a = checkpoint_values(dir_a, prefixes=("model/",))
+    b = checkpoint_values(dir_b, prefixes=("model/",))
+    assert set(a) == set(b)
+    diff = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
+    assert np.mean(diff <= 1e-3 * steps * lr) >= 0.995, np.mean(diff <= 1e-3 * steps * lr)
+    assert diff.max() <= 0.05 * steps * lr, diff.max()
+    # ... and they did train: the runs moved the weights by far more than that.
+    init = np.concatenate([np.abs(a[k]).ravel() for k in a])
+    assert init.max() > 100 * diff.max()
+
+
+def test_recompute_training_equals_plain_training(tmp_path):
+    train(tiny_cfg(tmp_path / "plain", max_steps=3, dropout_p=0.5))
+    train(tiny_cfg(tmp_path / "recompute", max_steps=3, dropout_p=0.5, recompute=True))
+    assert_same_training(tmp_path / "plain", tmp_path / "recompute")
+
+
+def test_recompute_is_refused_for_the_baseline(tmp_path):
+    with pytest.raises(ValueError, match="--recompute is for PixelCNN"):
+        train(tiny_cfg(tmp_path, max_steps=1, model="pixelcnn", num_layers=2, num_filters=8,
+                       recompute=True))
+
+
+def test_xla_training_equals_plain_training(tmp_path):
+    train(tiny_cfg(tmp_path / "plain", max_steps=3))
+    train(tiny_cfg(tmp_path / "xla", max_steps=3, jit_compile=True))
+    assert_same_training(tmp_path / "plain", tmp_path / "xla")
+
+
+@pytest.fixture
+def bf16_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_bfloat16_model_keeps_float32_weights_loss_and_init(bf16_policy):
+    x = tf.constant(random_images((8, 8, 8, 3)))
+    model = tiny_model(dropout_p=0.5)
+    model(x[:1])
+    keras.mixed_precision.set_global_policy("float32")
+    ref = tiny_model(dropout_p=0.5)
+    ref(x[:1])
+    for a, b in zip(model.trainable_variables, ref.trainable_variables):
+        a.assign(b)                               # the same initial weights
+    out = model.initialize(x, training=False)
+    ref.initialize(x, training=False)
+    assert out.dtype == tf.float32  # the mixture parameters reach the likelihood in float32
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+    assert model.up_u[0].conv1.compute_dtype == "bfloat16"
+    # The data-dependent init computes its statistics in float32 from bf16 activations: the
+    # scales and biases it sets are the float32 model's to bf16 accuracy.
+    for a, b in zip(model.weight_norm_layers(), ref.weight_norm_layers()):
+        np.testing.assert_allclose(a.g.numpy(), b.g.numpy(), rtol=0.05, err_msg=a.tf1_scope)
+        np.testing.assert_allclose(a.b.numpy(), b.b.numpy(), rtol=0.05, atol=0.05,
+                                   err_msg=a.tf1_scope)
+    # Its loss is the float32 model's to bf16 accuracy, and its gradients are finite float32.
+    l32 = float(discretized_mix_logistic_loss(x, ref(x)))
+    with tf.GradientTape() as tape:
+        l16 = discretized_mix_logistic_loss(x, model(x, training=True))
+    grads = tape.gradient(l16, model.trainable_variables)
+    assert abs(float(l16) - l32) < 0.02 * abs(l32)
+    assert all(g.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
+    # Both samplers take the mixed-precision model.
+    for method in ("fast", "naive"):
+        img = sample(model, 2, (8, 8, 3), seed=1, method=method)
+        assert img.dtype == tf.float32 and float(tf.reduce_max(tf.abs(img))) <= 1.0
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_runs_and_restores_the_policy(tmp_path, precision):
+    metrics = train(tiny_cfg(tmp_path, max_steps=4, precision=precision, dropout_p=0.5))
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert np.isfinite(metrics[-1]["train_bpd"]) and np.isfinite(metrics[-1]["test_bpd"])
+    values = checkpoint_values(tmp_path, prefixes=("model/",))
+    assert values and all(v.dtype == np.float32 for v in values.values())
+    model, _ = ckpt_lib.load_model(str(tmp_path))  # loads in float32 for sampling and eval
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+
+
+def _bench(*args):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "train_speed.py"),
+                        "--smoke", *args], env=env(), cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_train_speed_benchmark_smoke():
+    r = _bench("--recompute")
+    for key in ("train_img_per_s", "eval_img_per_s", "peak_memory_mb"):
+        assert r[key] > 0, key
+    assert r["recompute"] and r["replicas"] == 1 and np.isfinite(r["bits_per_dim_last_step"])
+
+
+def test_train_speed_benchmark_two_workers():
+    r = _bench("--workers", "2")
+    assert r["workers"] == 2 and r["replicas"] == 2 and r["global_batch"] == 4
+    assert len(r["peak_memory_mb_per_worker"]) == 2 and r["train_img_per_s"] > 0
