@@ -18,6 +18,7 @@ profile of two training steps and prints where their time went, by op type.
 """
 
 import collections
+import gc
 import glob
 import json
 import os
@@ -49,7 +50,24 @@ flags.DEFINE_integer("nr_gpu", 1, "Replicas (GPUs, or logical CPU devices withou
 flags.DEFINE_integer("workers", 1, "Localhost worker processes (MultiWorkerMirroredStrategy)")
 flags.DEFINE_boolean("smoke", False, "A tiny model and two steps: checks that it runs")
 flags.DEFINE_string("profile_dir", None, "Write a TensorBoard profile of two training steps")
+flags.DEFINE_boolean("gc_freeze", True, "Exempt the traced graphs from Python's garbage "
+                     "collector after warm-up, as train.py does (--nogc_freeze: don't)")
 flags.DEFINE_string("_tf_config", None, "internal: this process is a worker of --workers")
+
+
+class _GCTimer:
+    """Seconds spent in Python's garbage collector, per generation."""
+
+    def __init__(self):
+        self.seconds = [0.0, 0.0, 0.0]
+        self._t0 = None
+        gc.callbacks.append(self)
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t0
 
 
 def _rss_mb():
@@ -133,8 +151,8 @@ def main(argv):
     from pixelcnn_pp import PixelCNNPP
     from pixelcnn_pp.likelihood import discretized_mix_logistic_loss
     from pixelcnn_pp.optim import Adam, PolyakAverage
-    from pixelcnn_pp.training import (distribute_batches, make_steps, make_strategy,
-                                      scale_images)
+    from pixelcnn_pp.training import (distribute_batches, freeze_traced_objects, make_steps,
+                                      make_strategy, scale_images)
 
     if F.precision != "float32":
         keras.mixed_precision.set_global_policy(F.precision)
@@ -150,6 +168,7 @@ def main(argv):
         for i in range(n):
             yield pool[i % len(pool)]
 
+    gc_timer = _GCTimer()
     rss_start = _rss_mb()
     with strategy.scope():
         model = PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
@@ -166,29 +185,41 @@ def main(argv):
                                        jit_compile=F.jit_compile)
     lr = tf.constant(1e-3, tf.float32)
 
-    def run_train(n):
-        losses = []
-        for x, y in distribute_batches(strategy, batches(n), shape, global_batch, False):
-            losses.append(float(train_step(x, y, lr)))  # train.py reads every loss too
-        return losses
+    # One pipeline for all training steps and one for all evaluation steps, as in an epoch of
+    # train.py (tearing a tf.data pipeline down removes its functions from TensorFlow's
+    # function library, which takes seconds once the full model's steps are in it).
+    def pipeline(n):
+        return iter(distribute_batches(strategy, batches(n), shape, global_batch, False))
 
+    def run(step, it, n, args=()):
+        """n steps from iterator it: (outputs, step seconds, seconds waiting for input)."""
+        outs, times, waits = [], [], []
+        for _ in range(n):
+            t = time.perf_counter()
+            x, y = next(it)
+            t1 = time.perf_counter()
+            outs.append(float(step(x, y, *args)))   # train.py reads every loss too
+            times.append(time.perf_counter() - t1)
+            waits.append(t1 - t)
+        return outs, times, waits
+
+    it = pipeline(F.warmup + F.steps)
     t0 = time.perf_counter()
-    run_train(F.warmup)
+    run(train_step, it, F.warmup, (lr,))
+    if F.gc_freeze:
+        freeze_traced_objects()  # as train() does after its first step
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    losses = run_train(F.steps)
+    losses, train_steps, train_waits = run(train_step, it, F.steps, (lr,))
     train_s = time.perf_counter() - t0
     peak_train = _peak_mb()
     if not all(np.isfinite(losses)):
         raise SystemExit(f"non-finite training loss: {losses}")
 
-    def run_eval(n):
-        for x, y in distribute_batches(strategy, batches(n), shape, global_batch, False):
-            float(eval_step(x, y))
-
-    run_eval(1)
+    it = pipeline(1 + F.eval_steps)
+    run(eval_step, it, 1)
     t0 = time.perf_counter()
-    run_eval(F.eval_steps)
+    _, eval_times, eval_waits = run(eval_step, it, F.eval_steps)
     eval_s = time.perf_counter() - t0
 
     result = {
@@ -198,8 +229,14 @@ def main(argv):
         "memory_before_training_mb": round(rss_model, 1),
         "process_start_memory_mb": round(rss_start, 1),
         "train_seconds_per_step": round(train_s / F.steps, 4),
+        "train_step_seconds": [round(t, 3) for t in train_steps],
         "eval_seconds_per_step": round(eval_s / F.eval_steps, 4),
+        "eval_step_seconds": [round(t, 3) for t in eval_times],
+        "train_input_wait_seconds": round(sum(train_waits), 4),
+        "eval_input_wait_seconds": round(sum(eval_waits), 4),
         "warmup_seconds": round(warmup_s, 2),
+        "python_gc_seconds": [round(t, 2) for t in gc_timer.seconds],
+        "gc_freeze": F.gc_freeze,
         "bits_per_dim_last_step": round(losses[-1] / (np.log(2) * np.prod(shape) * global_batch), 4),
         "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
         "nr_logistic_mix": F.nr_logistic_mix, "image_size": F.image_size,
@@ -210,9 +247,10 @@ def main(argv):
         "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
     }
     if F.profile_dir:
+        it = pipeline(2)
         tf.profiler.experimental.start(F.profile_dir)
         t0 = time.perf_counter()
-        run_train(2)
+        run(train_step, it, 2, (lr,))
         wall = time.perf_counter() - t0
         tf.profiler.experimental.stop()
         result["profile"] = dict(_profile_summary(F.profile_dir), wall_seconds=round(wall, 3))

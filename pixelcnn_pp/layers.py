@@ -101,8 +101,8 @@ class _WeightNorm(keras.layers.Layer):
         return tf.cast(w, self.compute_dtype)
 
 
-class WNConv2D(_WeightNorm):
-    """Weight-normed conv2d. V: (fh, fw, Cin, F); W = g * V / ||V|| over (fh, fw, Cin)."""
+class _WNConvBase(_WeightNorm):
+    """Filter size, stride and padding of the (transposed) convolutions."""
 
     def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
                  init_scale=1.0, tf1_scope=None, **kwargs):
@@ -110,6 +110,10 @@ class WNConv2D(_WeightNorm):
         self.filter_size = tuple(filter_size)
         self.stride = tuple(stride)
         self.padding = padding
+
+
+class WNConv2D(_WNConvBase):
+    """Weight-normed conv2d. V: (fh, fw, Cin, F); W = g * V / ||V|| over (fh, fw, Cin)."""
 
     def build(self, input_shape):
         self._make_weights(self.filter_size + (int(input_shape[-1]), self.num_filters))
@@ -124,15 +128,8 @@ class WNConv2D(_WeightNorm):
         return tf.nn.bias_add(y, self._cast(self.b))
 
 
-class WNDeconv2D(_WeightNorm):
+class WNDeconv2D(_WNConvBase):
     """Weight-normed transposed conv2d. V: (fh, fw, F, Cin); normalised over (fh, fw, Cin)."""
-
-    def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
-                 init_scale=1.0, tf1_scope=None, **kwargs):
-        super().__init__(num_filters, init_scale, tf1_scope, **kwargs)
-        self.filter_size = tuple(filter_size)
-        self.stride = tuple(stride)
-        self.padding = padding
 
     def build(self, input_shape):
         self._make_weights(self.filter_size + (self.num_filters, int(input_shape[-1])))

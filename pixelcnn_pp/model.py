@@ -211,17 +211,21 @@ class PixelCNNPP(keras.Model):
         x = tf.cast(x, self.compute_dtype)
         R = self.nr_resnet
 
-        def gr(blk, v, a=None):
+        def gr(blk, v, *a_parts):
+            """blk(v, a=concat(a_parts)) (no a when a_parts is empty)."""
+            def run(v, *a_parts, seed=None):
+                a = (tf.concat(a_parts, axis=-1) if len(a_parts) > 1
+                     else a_parts[0] if a_parts else None)
+                return blk(v, a=a, h=h, training=training, seed=seed)
+
             if not (training and self.recompute):
-                return blk(v, a=a, h=h, training=training)
-            # Gradient checkpointing: the dropout seed is drawn here, once, so that the
-            # backward pass recomputes the block with the same mask.
+                return run(v, *a_parts)
+            # Gradient checkpointing: only v and a_parts are kept for the backward pass, which
+            # recomputes the block (the concatenation of a included). The dropout seed is drawn
+            # here, once, so that the recomputation draws the same mask.
             seed = blk.dropout_seed() if blk.dropout_p > 0 else None
-            if a is None:
-                return tf.recompute_grad(
-                    lambda v: blk(v, h=h, training=True, seed=seed))(v)
-            return tf.recompute_grad(
-                lambda v, a: blk(v, a=a, h=h, training=True, seed=seed))(v, a)
+            return tf.recompute_grad(lambda v, *a_parts: run(v, *a_parts, seed=seed))(
+                v, *a_parts)
 
         # ----- up pass
         # A constant-ones channel tells the image from the zero padding.
@@ -235,7 +239,7 @@ class PixelCNNPP(keras.Model):
                 ul_list.append(self.downsample_ul[stage - 1](ul_list[-1]))
             for i in range(stage * R, (stage + 1) * R):
                 u_list.append(gr(self.up_u[i], u_list[-1]))
-                ul_list.append(gr(self.up_ul[i], ul_list[-1], a=u_list[-1]))
+                ul_list.append(gr(self.up_ul[i], ul_list[-1], u_list[-1]))
 
         # ----- down pass
         u, ul = u_list.pop(), ul_list.pop()
@@ -245,8 +249,8 @@ class PixelCNNPP(keras.Model):
                 u = self.upsample_u[stage - 1](u)
                 ul = self.upsample_ul[stage - 1](ul)
             for i in range(start, start + n):
-                u = gr(self.down_u[i], u, a=u_list.pop())
-                ul = gr(self.down_ul[i], ul, a=tf.concat([u, ul_list.pop()], axis=-1))
+                u = gr(self.down_u[i], u, u_list.pop())
+                ul = gr(self.down_ul[i], ul, u, ul_list.pop())
             start += n
         assert not u_list and not ul_list
 

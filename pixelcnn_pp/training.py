@@ -8,6 +8,7 @@ and samples, dropout in training only.
 """
 
 import dataclasses
+import gc
 import importlib
 import json
 import math
@@ -26,7 +27,7 @@ from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, energy_distanc
 from pixelcnn_pp.optim import Adam, PolyakAverage
 
 __all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "make_steps",
-           "distribute_batches", "DATA_SETS", "NonFiniteLossError"]
+           "distribute_batches", "freeze_traced_objects", "DATA_SETS", "NonFiniteLossError"]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -264,6 +265,17 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     return train_step, eval_step
 
 
+def freeze_traced_objects():
+    """Move every Python object alive now out of the garbage collector's reach (gc.freeze).
+
+    Tracing the full model's training step leaves millions of long-lived Python objects (the
+    graphs' ops and tensors). Python's full collections walk all of them: each took ~20-30 s
+    and fell between training steps. Called once the steps are traced; later garbage is
+    collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def distribute_batches(strategy, batches, image_shape, global_batch, with_labels):
     """numpy batches (x, or (x, y) when with_labels) -> a prefetched distributed tf.data
     pipeline of (uint8 x, int32 y) split across the replicas (y is zeros without labels)."""
@@ -451,6 +463,8 @@ def _train(cfg, log):
                         "Try a lower --learning_rate.")
                 step.assign_add(1)
                 data_state.batches_done.assign_add(1)
+                if i == 0:
+                    freeze_traced_objects()  # the step is traced: keep the GC off its graph
                 train_nats += loss
                 train_images += global_batch
                 if not cfg.quiet and sys.stdout.isatty():
@@ -475,6 +489,7 @@ def _train(cfg, log):
             train_bpd = (train_nats / (math.log(2.0) * dims * train_images)
                          if train_images else float("nan"))
             test_bpd = evaluate()
+            freeze_traced_objects()
             test_bpds.append(test_bpd)
             seconds = time.time() - t0
             log(f"Iteration {ep}, time = {seconds:.0f}s, train bits_per_dim = {train_bpd:.4f}, "
