@@ -25,6 +25,9 @@ flags.DEFINE_integer("seed", 0, "random seed: the same seed gives the same image
 flags.DEFINE_enum("method", "fast", ["fast", "naive"],
                   "fast: cached, exact; naive: one full network pass per pixel (the original)")
 flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "compile the per-pixel loop with XLA")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras mixed-precision policy of the model: the naive sampler runs its "
+                  "passes in it; the fast sampler computes in float32 either way")
 flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images); the .npz "
                     "of all images (uint8) goes beside it")
 flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "
@@ -80,6 +83,9 @@ def _main(argv):
             nr_filters=FLAGS.nr_filters, nr_logistic_mix=FLAGS.nr_logistic_mix,
             resnet_nonlinearity=FLAGS.resnet_nonlinearity, dropout_p=0.0,
             num_classes=FLAGS.num_classes or None, energy_distance=FLAGS.energy_distance)
+    if FLAGS.precision != "float32":
+        import keras
+        keras.mixed_precision.set_global_policy(FLAGS.precision)  # before the model is built
     model, config = sampling.load_model_for_sampling(FLAGS.save_dir, FLAGS.tf1_checkpoint,
                                                      config)
     shape = shape or config.image_shape

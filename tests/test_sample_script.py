@@ -192,3 +192,13 @@ def test_img_tile_and_save_tile(tmp_path):
     np.testing.assert_array_equal(read[:4, 5:9], plotting.images_to_uint8(rgb[1]))
     with pytest.raises(ValueError, match="images"):
         plotting.save_tile(str(tmp_path / "bad.png"), rgb[0])
+
+
+def test_sample_py_naive_in_bfloat16(save_dir, tmp_path):
+    """--precision mixed_bfloat16: the naive sampler's passes run in bf16 (float32 weights)."""
+    out = str(tmp_path / "bf16.png")
+    r = run_sample_py(f"--save_dir={save_dir}", "--num_samples=2", "--batch_size=2",
+                      "--method=naive", "--precision=mixed_bfloat16", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    images = np.load(str(tmp_path / "bf16.npz"))["images"]
+    assert images.shape == (2, 8, 8, 3) and images.dtype == np.uint8
