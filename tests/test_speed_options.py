@@ -118,10 +118,11 @@ def test_mixed_bfloat16_model_keeps_float32_weights_loss_and_init(bf16_policy):
                                    err_msg=a.tf1_scope)
     # Its loss is the float32 model's to bf16 accuracy, and its gradients are finite float32.
     l32 = float(discretized_mix_logistic_loss(x, ref(x)))
-    with tf.GradientTape() as tape:
-        l16 = discretized_mix_logistic_loss(x, model(x, training=True))
-    grads = tape.gradient(l16, model.trainable_variables)
-    assert abs(float(l16) - l32) < 0.02 * abs(l32)
+    l16 = float(discretized_mix_logistic_loss(x, model(x)))
+    assert abs(l16 - l32) < 0.01 * abs(l32)
+    with tf.GradientTape() as tape:   # training: dropout on
+        loss = discretized_mix_logistic_loss(x, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
     assert all(g.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
     # Both samplers take the mixed-precision model.
     for method in ("fast", "naive"):
