@@ -211,6 +211,11 @@ class _StopRequested:
 
 
 # ---------------------------------------------------------------------------------- steps
+def one_hot_labels(y, num_classes):
+    """int labels -> (B, num_classes) one-hot h for a conditional model; None otherwise."""
+    return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
+
+
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
                jit_compile=False):
     """The compiled training and evaluation steps of train() (benchmarks time these).
@@ -225,7 +230,7 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
     """
     def labels_to_h(y):
-        return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
+        return one_hot_labels(y, num_classes)
 
     def loss_and_grads(x, y):
         x = scale_images(x)
@@ -269,9 +274,9 @@ def freeze_traced_objects():
     """Move every Python object alive now out of the garbage collector's reach (gc.freeze).
 
     Tracing the full model's training step leaves millions of long-lived Python objects (the
-    graphs' ops and tensors). Python's full collections walk all of them: each took ~20-30 s
-    and fell between training steps. Called once the steps are traced; later garbage is
-    collected as usual."""
+    graphs' ops and tensors) that every full collection would walk again (about 2 s of
+    collection per benchmark run of the full model before freezing). Called once the steps are
+    traced; later garbage is collected as usual."""
     gc.collect()
     gc.freeze()
 
@@ -390,9 +395,6 @@ def _train(cfg, log):
         checkpoint, os.path.join(worker_dir or cfg.save_dir, ckpt_lib.CKPT_SUBDIR),
         max_to_keep=1 if worker_dir else 3)
 
-    def labels_to_h(y):
-        return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
-
     if resume_path:
         checkpoint.restore(resume_path).assert_existing_objects_matched()
         data_state.restore_into(train_data)
@@ -409,7 +411,7 @@ def _train(cfg, log):
         x_init, y_init = batch if want_labels else (batch, None)
         log("initializing the model...")
         with strategy.scope():
-            model.initialize(scale_images(x_init), h=labels_to_h(y_init))
+            model.initialize(scale_images(x_init), h=one_hot_labels(y_init, num_classes))
             averages.reset()  # deviation: averages start from the data-initialised weights
         train_data.reset()
         data_state.record_epoch_start(train_data)
