@@ -26,8 +26,8 @@ flags.DEFINE_enum("method", "fast", ["fast", "naive"],
                   "fast: cached, exact; naive: one full network pass per pixel (the original)")
 flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "compile the per-pixel loop with XLA")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-                  "Keras mixed-precision policy of the model: the naive sampler runs its "
-                  "passes in it; the fast sampler computes in float32 either way")
+                  "Keras mixed-precision policy of the model: both samplers compute in it "
+                  "(weights normalised in float32; pixels and their sampling in float32)")
 flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images); the .npz "
                     "of all images (uint8) goes beside it")
 flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "

@@ -3,6 +3,7 @@
     python benchmarks/sample_speed.py                       # full model, 32x32, batch 1/16/64
     python benchmarks/sample_speed.py --sizes=64 --batch_sizes=16
     python benchmarks/sample_speed.py --profile --batch_sizes=16 --xla=off
+    python benchmarks/sample_speed.py --batch_sizes=16 --xla=off --precision=mixed_bfloat16
 
 Naive time is estimated as one full network pass (the best of --repeats) times H·W, which is
 what naive sampling runs (--naive_full runs it instead, for small models). Fast time is the
@@ -37,6 +38,8 @@ flags.DEFINE_integer("nr_logistic_mix", 10, "")
 flags.DEFINE_list("sizes", ["32"], "image sizes (square)")
 flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "batch sizes")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA for the fast sampler's pixel loop")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "Keras mixed-precision policy of the model (both samplers compute in it)")
 flags.DEFINE_integer("repeats", 2, "timed repetitions (the best is reported)")
 flags.DEFINE_bool("naive_full", False, "run naive sampling instead of estimating it")
 flags.DEFINE_bool("naive_xla", False, "also time a naive pass compiled with XLA; the naive "
@@ -111,7 +114,8 @@ def _profile(model, B, size, jit):
 
     def row_level(t, st, w, i):
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
-        x_pad = tf.concat([st["image"], tf.ones_like(st["image"][..., :1])], -1)
+        image = tf.cast(st["image"], fs.dtype)
+        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
         xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
                        axis=1)
         levels, u_up, u_down = fs._u_rows(t, st, w, new, xp, i)
@@ -148,10 +152,13 @@ def _profile(model, B, size, jit):
 
 def main(argv):
     del argv
+    if FLAGS.precision != "float32":
+        import keras
+        keras.mixed_precision.set_global_policy(FLAGS.precision)   # before the model is built
     result = {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__},
         "model": {"nr_resnet": FLAGS.nr_resnet, "nr_filters": FLAGS.nr_filters,
-                  "nr_logistic_mix": FLAGS.nr_logistic_mix},
+                  "nr_logistic_mix": FLAGS.nr_logistic_mix, "precision": FLAGS.precision},
         "command": "python benchmarks/sample_speed.py " + " ".join(sys.argv[1:]),
         "runs": [],
     }

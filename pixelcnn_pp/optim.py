@@ -27,6 +27,15 @@ def _adam_math_fn(p, m, v, g, lr, b1, one_minus_b1, b2, one_minus_b2, c1, c2, ep
 _adam_math = tf.function(_adam_math_fn, jit_compile=True, autograph=False)
 
 
+def _ema_math_fn(avg, var, one_minus_decay):
+    """One Polyak step of one array: avg - (1 - decay) * (avg - var)."""
+    return avg - (avg - var) * one_minus_decay
+
+
+# One fused pass per array instead of three (as for Adam above).
+_ema_math = tf.function(_ema_math_fn, jit_compile=True, autograph=False)
+
+
 class Adam(keras.optimizers.Optimizer):
     """Adam exactly as the original's ``nn.adam_updates`` (t = 1, 2, ...):
 
@@ -101,8 +110,9 @@ class PolyakAverage(tf.Module):
     def update(self):
         """One averaging step; call after each optimiser step."""
         for avg, var in zip(self.averages, self._variables()):
-            avg.assign_sub((avg - tf.cast(tf.convert_to_tensor(var), avg.dtype))
-                           * (1.0 - self.decay))
+            avg.assign(_ema_math(tf.convert_to_tensor(avg),
+                                 tf.cast(tf.convert_to_tensor(var), avg.dtype),
+                                 tf.constant(1.0 - self.decay, avg.dtype)))
 
     def reset(self, values=None):
         """Restart the averages from the variables' current values (or from ``values``)."""

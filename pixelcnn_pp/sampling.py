@@ -271,10 +271,12 @@ def _f32(v):
     return tf.cast(tf.convert_to_tensor(v), tf.float32)
 
 
-def _dense_weights(layer):
-    """A weight-normed dense / nin layer as a plain (Cin, F) matrix and bias."""
+def _dense_weights(layer, dtype=tf.float32):
+    """A weight-normed dense / nin layer as a plain (Cin, F) matrix and bias, normalised in
+    float32 and cast to ``dtype``."""
     V, g = _f32(layer.V), _f32(layer.g)
-    return V * (g / tf.sqrt(tf.reduce_sum(tf.square(V), 0))), _f32(layer.b)
+    w = V * (g / tf.sqrt(tf.reduce_sum(tf.square(V), 0)))
+    return tf.cast(w, dtype), tf.cast(_f32(layer.b), dtype)
 
 
 def _dense(x, wb):
@@ -305,11 +307,17 @@ class _FastSampler(_Sampler):
     its kind t (i mod 4 decides which levels get new rows): the row-level part, then a loop
     over the columns, four at a time (j mod 4 decides which levels get a new position), then
     the caches for the next row. One compiled call runs four rows.
+
+    Precision: the network runs in the model's compute dtype (bfloat16 or float16 under a
+    Keras mixed-precision policy, as the naive sampler's passes): weights normalised in
+    float32, then cast; activations and caches in the compute dtype. The sampled pixels, the
+    image and the likelihood's sampling step stay float32.
     """
 
     def __init__(self, model, B, H, W, jit):
         self._model, self.B, self.H, self.W = weakref.ref(model), B, H, W
         self.C = model.num_channels
+        self.dtype = tf.as_dtype(model.compute_dtype)
         self.R, self.F = model.nr_resnet, model.nr_filters
         self.M = model.nr_logistic_mix
         self.nl_name = model.resnet_nonlinearity
@@ -337,24 +345,27 @@ class _FastSampler(_Sampler):
 
     def _weights(self, h):
         """Effective (weight-normalised) weights, computed once per sampling call."""
-        m, F = self.model, self.F
+        m, F, dt = self.model, self.F, self.dtype
+
+        def c(v):             # float32 weights (normalised in float32) -> the compute dtype
+            return tf.cast(_f32(v), dt)
 
         def conv(layer):
-            return {"k": _f32(layer.kernel()), "b": _f32(layer.b)}
+            return {"k": c(layer.kernel()), "b": c(layer.b)}
 
         def ul_conv(layer):   # 2x2 down-right conv: row i-1 taps, and [tap (1,1) | tap (1,0)]
-            k = _f32(layer.kernel())
-            return {"top": k[:1], "cur": tf.concat([k[1, 1], k[1, 0]], -1), "b": _f32(layer.b)}
+            k = c(layer.kernel())
+            return {"top": k[:1], "cur": tf.concat([k[1, 1], k[1, 0]], -1), "b": c(layer.b)}
 
         def hterm(blk):
             if h is None:
-                return tf.zeros((1, 2 * F))
-            return tf.matmul(h, _f32(blk.hw))                     # (B, 2F)
+                return tf.zeros((1, 2 * F), dt)
+            return tf.matmul(tf.cast(h, dt), c(blk.hw))            # (B, 2F)
 
         def block(blk, a_split=False):
             d = {"h": hterm(blk)}
             if blk.nin_a is not None:
-                w, b = _dense_weights(blk.nin_a)
+                w, b = _dense_weights(blk.nin_a, dt)
                 if a_split:   # a = concat([u, ul]): the u part is known per row
                     iu, iul = _concat_rows(self.nl_name, F)
                     d["a_u"], d["a_ul"] = (tf.gather(w, iu), b), tf.gather(w, iul)
@@ -371,35 +382,34 @@ class _FastSampler(_Sampler):
                              conv2=ul_conv(b.conv2)) for b in lvl]
                        for lvl in self._blocks(kind)]
         w["u_init"] = conv(m.u_init)
-        kd, kr = _f32(m.ul_init_down.kernel()), _f32(m.ul_init_right.kernel())
-        w["ul_init"] = {"down": kd, "bd": _f32(m.ul_init_down.b), "r_top": kr[0, 0],
-                        "r_cur": kr[1, 0], "br": _f32(m.ul_init_right.b)}
+        kd, kr = c(m.ul_init_down.kernel()), c(m.ul_init_right.kernel())
+        w["ul_init"] = {"down": kd, "bd": c(m.ul_init_down.b), "r_top": kr[0, 0],
+                        "r_cur": kr[1, 0], "br": c(m.ul_init_right.b)}
         w["ds_u"] = [conv(l) for l in m.downsample_u]
         w["ds_ul"] = []
         for layer in m.downsample_ul:
-            k = _f32(layer.kernel())
-            w["ds_ul"].append({"top": k[:1], "k10": k[1, 0], "k11": k[1, 1],
-                               "b": _f32(layer.b)})
+            k = c(layer.kernel())
+            w["ds_ul"].append({"top": k[:1], "k10": k[1, 0], "k11": k[1, 1], "b": c(layer.b)})
         # Transposed convs: the model's upsample_*[0] goes 1/4 -> 1/2 (into level 1).
         w["us_u"] = [conv(l) for l in m.upsample_u]
         w["us_ul"] = []
         for layer in m.upsample_ul:
-            k = _f32(layer.kernel())                              # (2, 2, F, Cin)
+            k = c(layer.kernel())                                 # (2, 2, F, Cin)
             # Output (2r + a, 2c + b) = x(r, c) @ k[a, b]^T: one matmul for the 2x2 block,
             # columns ordered (0,0), (0,1), (1,0), (1,1).
             mats = [tf.transpose(k[a, b]) for a in range(2) for b in range(2)]
-            w["us_ul"].append((tf.concat(mats, -1), tf.tile(_f32(layer.b), [4])))
+            w["us_ul"].append((tf.concat(mats, -1), tf.tile(c(layer.b), [4])))
         if m.energy_distance:
-            w["head"] = {n: _dense_weights(getattr(m, n))
+            w["head"] = {n: _dense_weights(getattr(m, n), dt)
                          for n in ("ed_features", "ed_noise", "ed_hidden", "ed_out")}
         else:
-            w["head"] = {"out": _dense_weights(m.out_nin)}
+            w["head"] = {"out": _dense_weights(m.out_nin, dt)}
         return w
 
     # ------------------------------------------------------------------ state
     def _initial_state(self):
-        B, F, Fn, R, Wd = self.B, self.F, self.Fn, self.R, self.widths
-        z = lambda lvl, c: tf.zeros((B, Wd[lvl], c))
+        B, F, Fn, R, Wd, dt = self.B, self.F, self.Fn, self.R, self.widths, self.dtype
+        z = lambda lvl, c: tf.zeros((B, Wd[lvl], c), dt)
         nd = [R + 1, R + 1, R]
         return {
             "image": tf.zeros((B, self.H, self.W, self.C)),
@@ -413,8 +423,8 @@ class _FastSampler(_Sampler):
             "ul_ds": [z(0, F), z(1, F)],
             # transposed-conv rows from the coarser level: u (B, 2, W_l, F) for levels 0, 1;
             # ul (W_l, B, F), the bottom row of the 2x2 blocks, for the next row
-            "u_us": [tf.zeros((B, 2, Wd[0], F)), tf.zeros((B, 2, Wd[1], F))],
-            "ul_us": [tf.zeros((Wd[0], B, F)), tf.zeros((Wd[1], B, F))],
+            "u_us": [tf.zeros((B, 2, Wd[0], F), dt), tf.zeros((B, 2, Wd[1], F), dt)],
+            "ul_us": [tf.zeros((Wd[0], B, F), dt), tf.zeros((Wd[1], B, F), dt)],
         }
 
     # ------------------------------------------------------------------ row level (u stream)
@@ -457,7 +467,7 @@ class _FastSampler(_Sampler):
         u_up, u_down = {}, {}
         for lvl in levels:
             if lvl == 0:       # down_shift(u_init(x_pad)): rows i-2, i-1; zeros on row 0
-                u = self._row_conv(xp[:, 0], xp[:, 1], w["u_init"]) * tf.cast(i > 0, tf.float32)
+                u = self._row_conv(xp[:, 0], xp[:, 1], w["u_init"]) * tf.cast(i > 0, self.dtype)
             else:
                 u = self._row_conv(st["u_ds"][lvl - 1], u_up[lvl - 1][R], w["ds_u"][lvl - 1], 2)
             rows, prevs = [u], []
@@ -495,7 +505,7 @@ class _FastSampler(_Sampler):
             wi = w["ul_init"]
             prev = xp[:, 1]                                            # x_pad row i-1
             down = tf.nn.conv2d(prev[:, None], wi["down"], 1, [[0, 0], [0, 0], [1, 1], [0, 0]])
-            out.append((down[:, 0] + wi["bd"]) * tf.cast(i > 0, tf.float32)
+            out.append((down[:, 0] + wi["bd"]) * tf.cast(i > 0, self.dtype)
                        + _shift_right(_dense(prev, (wi["r_top"], wi["br"]))))
         else:
             d = w["ds_ul"][lvl - 1]
@@ -566,10 +576,13 @@ class _FastSampler(_Sampler):
         m, hw = self.model, w["head"]
         f = tf.nn.elu(ul)
         if m.energy_distance:
-            f = _dense(f, hw["ed_features"]) + _dense(noise[2], hw["ed_noise"])
+            f = (_dense(f, hw["ed_features"])
+                 + _dense(tf.cast(noise[2], self.dtype), hw["ed_noise"]))
             f = _dense(L.concat_elu(f), hw["ed_hidden"])
-            return tf.tanh(_dense(L.concat_elu(f), hw["ed_out"]))
-        return _sample_pixel(_dense(f, hw["out"]), noise[:2], self.M, self.C)
+            return tf.tanh(tf.cast(_dense(L.concat_elu(f), hw["ed_out"]), tf.float32))
+        # The mixture parameters are sampled from in float32 (as the model's likelihood).
+        return _sample_pixel(tf.cast(_dense(f, hw["out"]), tf.float32), noise[:2], self.M,
+                             self.C)
 
     # ------------------------------------------------------------------ one row
     @staticmethod
@@ -584,7 +597,8 @@ class _FastSampler(_Sampler):
         B, H, R, F, C = self.B, self.H, self.R, self.F, self.C
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
         # x_pad rows i-2 and i-1 (zeros, ones channel included, above the image)
-        x_pad = tf.concat([st["image"], tf.ones_like(st["image"][..., :1])], -1)
+        image = tf.cast(st["image"], self.dtype)
+        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
         xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
                        axis=1)                                        # (B, 2, W, C+1)
         levels, u_up, u_down = self._u_rows(t, st, w, new, xp, i)
@@ -593,7 +607,7 @@ class _FastSampler(_Sampler):
         packed = [tf.transpose(tf.concat(self._ul_above(lvl, st, w, u_up, u_down, xp, i), -1),
                                [1, 0, 2]) for lvl in levels]
         wl = {k: w[k] for k in ("up_ul", "down_ul", "ds_ul", "us_ul", "ul_init", "head")}
-        records = self._loops[t](packed, st["ul_us"], wl, noise)
+        records, pixels = self._loops[t](packed, st["ul_us"], wl, noise)
 
         # ---- unpack this row's records into the caches for the next row
         Fn = self.Fn
@@ -606,9 +620,7 @@ class _FastSampler(_Sampler):
                 extra.append("ds")
             if lvl > 0:
                 extra.append("us")
-            if lvl == 0:
-                extra.append("pixel")
-            widths = {"ds": F, "us": 2 * F, "pixel": C}
+            widths = {"ds": F, "us": 2 * F}
             parts = tf.split(rows, split + [widths[e] for e in extra], axis=-1)
             recs = parts[:len(split)]
             new["ul_up"][lvl] = [(recs[2 * k], recs[2 * k + 1]) for k in range(R)]
@@ -617,13 +629,11 @@ class _FastSampler(_Sampler):
             for name, part in zip(extra, parts[len(split):]):
                 if name == "ds":
                     new["ul_ds"][lvl] = part
-                elif name == "us":    # (B, W_l, 2F) -> (W_{l-1}, B, F)
+                else:                 # "us": (B, W_l, 2F) -> (W_{l-1}, B, F)
                     new["ul_us"][lvl - 1] = tf.transpose(
                         tf.reshape(part, [B, 2 * self.widths[lvl], F]), [1, 0, 2])
-                else:
-                    row = tf.reshape(tf.one_hot(i, H, on_value=True, off_value=False),
-                                     [1, H, 1, 1])
-                    new["image"] = tf.where(row, part[:, None], st["image"])
+        row = tf.reshape(tf.one_hot(i, H, on_value=True, off_value=False), [1, H, 1, 1])
+        new["image"] = tf.where(row, tf.transpose(pixels, [1, 0, 2])[:, None], st["image"])
         return new
 
     def _pixel_loop(self, t, packed, ul_us, w, noise):
@@ -631,10 +641,10 @@ class _FastSampler(_Sampler):
 
         packed: per level, (W_l, B, S) row-above parts; ul_us: (W_l, B, F) bottom rows of the
         transposed convs from the row before; noise: (W, B, .) per position. Returns per level
-        the (W_l, B, S') records the next row needs (nl(x), nl(c1) of every conv, ...) and,
-        for level 0, the sampled pixels.
+        the (W_l, B, S') records the next row needs (nl(x), nl(c1) of every conv, ...), and
+        the sampled pixels (W, B, C), float32.
         """
-        B, W, R, F = self.B, self.W, self.R, self.F
+        B, W, R, F, dt = self.B, self.W, self.R, self.F, self.dtype
         levels = self._levels(t)
 
         def above_at(lvl, c):
@@ -642,13 +652,15 @@ class _FastSampler(_Sampler):
             return tf.split(tf.gather(packed[lvl], c), [F] + [F, 2 * F] * (R + n_down), -1)
 
         def zeros_pend(lvl):
-            pz = lambda: (tf.zeros((B, F)), tf.zeros((B, 2 * F)))
+            pz = lambda: (tf.zeros((B, F), dt), tf.zeros((B, 2 * F), dt))
             return {"up": [pz() for _ in range(R)],
                     "down": [pz() for _ in range(len(w["down_ul"][lvl]))],
-                    "first": tf.zeros((B, F))}   # ul_init's right tap, or the stride-2 conv's
+                    "first": tf.zeros((B, F), dt)}   # ul_init's right tap, or the stride-2's
 
         pend0 = [zeros_pend(lvl) for lvl in levels]
-        tas0 = [tf.TensorArray(tf.float32, size=self.widths[lvl]) for lvl in levels]
+        # Per level the records; last, the pixels (float32 whatever the compute dtype).
+        tas0 = [tf.TensorArray(dt, size=self.widths[lvl]) for lvl in levels]
+        tas0.append(tf.TensorArray(tf.float32, size=W))
 
         def body(g, pend, tas):
             pend = [dict(p) for p in pend]
@@ -706,14 +718,16 @@ class _FastSampler(_Sampler):
                 ul0, drecs0, pend[0]["down"] = self._ul_down(
                     0, w, start0, lst0, lst0_n, ab0[2 * R + 1:], pend[0]["down"])
                 pixel = self._head(w, ul0, [tf.gather(n, j) for n in noise])   # (B, C)
-                xpad = tf.concat([pixel, tf.ones((B, 1))], -1)
+                xpad = tf.concat([tf.cast(pixel, dt), tf.ones((B, 1), dt)], -1)
                 pend[0]["first"] = tf.matmul(xpad, w["ul_init"]["r_cur"])
-                tas[0] = tas[0].write(j, tf.concat(recs0 + drecs0 + extra0 + [pixel], -1))
+                tas[0] = tas[0].write(j, tf.concat(recs0 + drecs0 + extra0, -1))
+                tas[-1] = tas[-1].write(j, pixel)
             return g + 1, pend, tas
 
         _, _, tas = tf.while_loop(lambda g, p, ta: g < W // 4, body,
                                   (tf.constant(0), pend0, tas0))
-        return [ta.stack() for ta in tas]
+        stacked = [ta.stack() for ta in tas]
+        return stacked[:-1], stacked[-1]
 
     # ------------------------------------------------------------------ driver
     def _four_rows(self, st, w, i0, noise):

@@ -194,11 +194,12 @@ def test_img_tile_and_save_tile(tmp_path):
         plotting.save_tile(str(tmp_path / "bad.png"), rgb[0])
 
 
-def test_sample_py_naive_in_bfloat16(save_dir, tmp_path):
-    """--precision mixed_bfloat16: the naive sampler's passes run in bf16 (float32 weights)."""
+@pytest.mark.parametrize("method", ["fast", "naive"])
+def test_sample_py_in_bfloat16(save_dir, tmp_path, method):
+    """--precision mixed_bfloat16: either sampler computes in bf16 (float32 weights)."""
     out = str(tmp_path / "bf16.png")
     r = run_sample_py(f"--save_dir={save_dir}", "--num_samples=2", "--batch_size=2",
-                      "--method=naive", "--precision=mixed_bfloat16", f"--out={out}")
+                      f"--method={method}", "--precision=mixed_bfloat16", f"--out={out}")
     assert r.returncode == 0, r.stderr
     images = np.load(str(tmp_path / "bf16.npz"))["images"]
     assert images.shape == (2, 8, 8, 3) and images.dtype == np.uint8
