@@ -10,7 +10,7 @@ import dataclasses
 
 from absl import app, flags
 
-from pixelcnn_pp.training import TrainConfig, train
+from pixelcnn_pp.training import PRECISIONS, TrainConfig, train
 
 _D = TrainConfig()
 F = flags.FLAGS
@@ -48,7 +48,7 @@ flags.DEFINE_integer("max_steps", None, "Stop after this many optimiser steps in
                      "(then evaluate and save)")
 flags.DEFINE_enum("strategy", _D.strategy, ["mirrored", "multi_worker", "one_device"],
                   "Distribution strategy (multi_worker reads TF_CONFIG)")
-flags.DEFINE_enum("precision", _D.precision, ["float32", "mixed_bfloat16", "mixed_float16"],
+flags.DEFINE_enum("precision", _D.precision, list(PRECISIONS),
                   "Keras mixed-precision policy (likelihood and loss stay float32)")
 flags.DEFINE_boolean("jit_compile", _D.jit_compile,
                      "XLA-compile each replica's forward/backward pass and the evaluation pass")

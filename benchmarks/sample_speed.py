@@ -30,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from pixelcnn_pp import sampling  # noqa: E402
 from pixelcnn_pp.model import PixelCNNPP  # noqa: E402
+from pixelcnn_pp.training import PRECISIONS  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("nr_resnet", 5, "model size (default: the full CIFAR-10 model)")
@@ -38,7 +39,7 @@ flags.DEFINE_integer("nr_logistic_mix", 10, "")
 flags.DEFINE_list("sizes", ["32"], "image sizes (square)")
 flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "batch sizes")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA for the fast sampler's pixel loop")
-flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "Keras mixed-precision policy of the model (both samplers compute in it)")
 flags.DEFINE_integer("repeats", 2, "timed repetitions (the best is reported)")
 flags.DEFINE_bool("naive_full", False, "run naive sampling instead of estimating it")
@@ -114,10 +115,7 @@ def _profile(model, B, size, jit):
 
     def row_level(t, st, w, i):
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
-        image = tf.cast(st["image"], fs.dtype)
-        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
-        xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
-                       axis=1)
+        xp = fs._image_rows_above(st["image"], i)
         levels, u_up, u_down = fs._u_rows(t, st, w, new, xp, i)
         return [tf.concat(fs._ul_above(l, st, w, u_up, u_down, xp, i), -1) for l in levels]
 

@@ -591,16 +591,20 @@ class _FastSampler(_Sampler):
         2 (i mod 4 = 2)."""
         return [0] if t % 2 else [0, 1] if t == 2 else [0, 1, 2]
 
+    def _image_rows_above(self, image, i):
+        """x_pad rows i-2 and i-1 (zeros above the image, ones channel included) in the
+        compute dtype: (B, 2, W, C+1)."""
+        image = tf.cast(image, self.dtype)
+        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
+        return tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
+                         axis=1)
+
     def _row(self, t, st, w, i, noise):
         """Row i of kind t (static, see _levels) given the caches ``st``; returns the new
         caches. noise: (W, B, .) per position of the row."""
         B, H, R, F, C = self.B, self.H, self.R, self.F, self.C
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
-        # x_pad rows i-2 and i-1 (zeros, ones channel included, above the image)
-        image = tf.cast(st["image"], self.dtype)
-        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
-        xp = tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
-                       axis=1)                                        # (B, 2, W, C+1)
+        xp = self._image_rows_above(st["image"], i)
         levels, u_up, u_down = self._u_rows(t, st, w, new, xp, i)
         # Row-above parts of every ul conv, packed as (W_l, B, sum of F_k) per level so that
         # a step reads all of them with one gather and one split.

@@ -229,20 +229,17 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
     """
-    def labels_to_h(y):
-        return one_hot_labels(y, num_classes)
-
     def loss_and_grads(x, y):
         x = scale_images(x)
         with tf.GradientTape() as tape:
-            out = model(x, h=labels_to_h(y), training=True)
+            out = model(x, h=one_hot_labels(y, num_classes), training=True)
             loss = objective(x, out)                  # summed over this replica's images
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
         return loss, tape.gradient(scaled, model.trainable_variables)
 
     def eval_loss(x, y):
         x = scale_images(x)
-        return objective(x, model(x, h=labels_to_h(y), training=False))
+        return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False))
 
     if jit_compile:
         loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
