@@ -13,8 +13,9 @@ strategy), runs the data-dependent init, then times ``training.make_steps``' tra
 (forward with dropout, backward, the original's Adam, Polyak averaging; random uint8 images
 prefetched through tf.data) after warm-up steps, and the evaluation step. The last line
 printed is JSON: train_img_per_s, eval_img_per_s, peak_memory_mb (the process's peak resident
-memory, which training sets) and the settings. ``--profile_dir`` also writes a TensorBoard
-profile of two training steps and prints where their time went, by op type.
+memory, which training sets) and the settings. ``--profile_dir`` also writes TensorBoard
+profiles of two training and two evaluation steps and prints where their time went, by op
+type.
 """
 
 import collections
@@ -49,7 +50,9 @@ flags.DEFINE_boolean("recompute", False, "Gradient checkpointing of the gated re
 flags.DEFINE_integer("nr_gpu", 1, "Replicas (GPUs, or logical CPU devices without GPUs)")
 flags.DEFINE_integer("workers", 1, "Localhost worker processes (MultiWorkerMirroredStrategy)")
 flags.DEFINE_boolean("smoke", False, "A tiny model and two steps: checks that it runs")
-flags.DEFINE_string("profile_dir", None, "Write a TensorBoard profile of two training steps")
+flags.DEFINE_string("profile_dir", None, "Write TensorBoard profiles of two training steps "
+                    "(PROFILE_DIR/train) and two evaluation steps (PROFILE_DIR/eval)")
+flags.DEFINE_integer("profile_top", 12, "Op types listed in the printed profile summaries")
 flags.DEFINE_boolean("gc_freeze", True, "Exempt the traced graphs from Python's garbage "
                      "collector after warm-up, as train.py does (--nogc_freeze: don't)")
 flags.DEFINE_string("_tf_config", None, "internal: this process is a worker of --workers")
@@ -247,13 +250,15 @@ def main(argv):
         "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
     }
     if F.profile_dir:
-        it = pipeline(2)
-        tf.profiler.experimental.start(F.profile_dir)
-        t0 = time.perf_counter()
-        run(train_step, it, 2, (lr,))
-        wall = time.perf_counter() - t0
-        tf.profiler.experimental.stop()
-        result["profile"] = dict(_profile_summary(F.profile_dir), wall_seconds=round(wall, 3))
+        for key, step, args in (("profile", train_step, (lr,)), ("eval_profile", eval_step, ())):
+            it = pipeline(2)
+            logdir = os.path.join(F.profile_dir, "train" if key == "profile" else "eval")
+            tf.profiler.experimental.start(logdir)
+            t0 = time.perf_counter()
+            run(step, it, 2, args)
+            wall = time.perf_counter() - t0
+            tf.profiler.experimental.stop()
+            result[key] = dict(_profile_summary(logdir, F.profile_top), wall_seconds=round(wall, 3))
     print(json.dumps(result))
 
 

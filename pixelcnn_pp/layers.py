@@ -21,19 +21,65 @@ import keras
 import tensorflow as tf
 
 __all__ = [
-    "concat_elu", "down_shift", "right_shift", "NONLINEARITIES",
+    "concat_elu", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
     "WNConv2D", "WNDeconv2D", "WNDense", "NetworkInNetwork",
     "DownShiftedConv2D", "DownRightShiftedConv2D",
     "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet",
 ]
 
 
+@tf.custom_gradient
 def concat_elu(x):
-    """elu(concat([x, -x])) along channels: (..., C) -> (..., 2C)."""
-    return tf.nn.elu(tf.concat([x, -x], axis=-1))
+    """elu(concat([x, -x])) along channels: (..., C) -> (..., 2C).
+
+    Computed as concat([elu(x), elu(-x)]), the same numbers bit for bit, and differentiated
+    from the output alone: EluGrad of the output, then first half minus second half, which
+    is TensorFlow's automatic gradient of the original's formulation op for op (tested
+    bit for bit). ~2% faster training steps of the full model, same memory.
+    """
+    y = tf.concat([tf.nn.elu(x), tf.nn.elu(-x)], axis=-1)
+
+    def grad(dy):
+        dz = tf.raw_ops.EluGrad(gradients=dy, outputs=y)
+        d_pos, d_neg = tf.split(dz, 2, axis=-1)
+        return d_pos - d_neg
+
+    return y, grad
 
 
 NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
+
+
+def dropout(x, rate, seed):
+    """Inverted dropout with a stateless (2,) seed: each element kept with probability
+    exactly 1 - rate and scaled by 1 / (1 - rate), zeroed otherwise (the rule of
+    ``tf.nn.experimental.stateless_dropout`` and of the original's ``tf.nn.dropout``).
+
+    Where rate is a multiple of 1/256 (the default 0.5 is) each element's draw is 8 random
+    bits, compared with rate * 256; a multiple of 1/65536: 16 bits; otherwise a float uniform
+    as TensorFlow's. Generating the random numbers was ~2% of a training step of the full
+    model with a float32 uniform per element; 8 bits draw a quarter of the random words.
+    The masks are not those of stateless_dropout (nor, as ever, those of the original).
+    """
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    if rate == 0.0:
+        return x
+    for bits, dtype in ((8, tf.uint8), (16, tf.uint16)):
+        threshold = rate * 2 ** bits
+        if threshold == int(threshold):
+            per_word = 32 // bits
+            n = tf.size(x)
+            words = tf.random.stateless_uniform([(n + per_word - 1) // per_word], seed,
+                                                minval=None, maxval=None, dtype=tf.uint32)
+            draws = tf.reshape(tf.bitcast(words, dtype), [-1])[:n]
+            keep = tf.reshape(draws >= tf.constant(int(threshold), dtype), tf.shape(x))
+            break
+    else:
+        keep = tf.random.stateless_uniform(tf.shape(x), seed, dtype=x.dtype) >= rate
+    scale = tf.constant(1.0 / (1.0 - rate), x.dtype)
+    return tf.where(keep, x * scale, tf.zeros([], x.dtype))
 
 
 def down_shift(x):
@@ -101,6 +147,43 @@ class _WeightNorm(keras.layers.Layer):
         return tf.cast(w, self.compute_dtype)
 
 
+def _weight_norm_grads_fn(dW, V, g_b, axes):
+    """Gradients of W = g_b * l2_normalize(V, axes) (epsilon 1e-12) for the gradient dW of W:
+    (dV, dg_b). The same formula as TensorFlow's automatic gradient of those ops,
+    dV = g r (dW - n sum(dW n)) with r = 1/||V||, n = V r, and dg = sum(dW n)."""
+    ss = tf.reduce_sum(tf.square(V), axes, keepdims=True)
+    r = tf.math.rsqrt(tf.maximum(ss, 1e-12))
+    n = V * r
+    dg_b = tf.reduce_sum(dW * n, axes, keepdims=True)
+    # Below epsilon the norm is the constant sqrt(1e-12), and only the direct term is left.
+    dV = tf.where(ss > 1e-12, (g_b * r) * (dW - n * dg_b), (g_b * r) * dW)
+    return dV, dg_b
+
+
+# The automatic gradient of the weight normalisation is ~10 passes over every kernel (53.7M
+# weights in the full model); XLA fuses them into a reduction and one elementwise pass.
+_weight_norm_grads = tf.function(_weight_norm_grads_fn, jit_compile=True, autograph=False)
+
+
+def weight_normalize(V, g, axes, g_shape):
+    """g * V / ||V|| (norm over ``axes``; g reshaped to ``g_shape``), as the original computes
+    it (``g * tf.nn.l2_normalize(V, axes)``), with a fused gradient (same arithmetic to float32
+    round-off)."""
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def wn(V, g):
+        g_b = tf.reshape(g, g_shape)
+
+        def grad(dW):
+            dV, dg_b = _weight_norm_grads(tf.convert_to_tensor(dW), V, g_b, axes)
+            return dV, tf.reshape(dg_b, tf.shape(g))
+
+        return g_b * tf.nn.l2_normalize(V, axes), grad
+
+    return wn(V, g)
+
+
 class _WNConvBase(_WeightNorm):
     """Filter size, stride and padding of the (transposed) convolutions."""
 
@@ -121,7 +204,7 @@ class WNConv2D(_WNConvBase):
     def kernel(self):
         """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
         V, g = self._vg()
-        return tf.reshape(g, [1, 1, 1, self.num_filters]) * tf.nn.l2_normalize(V, [0, 1, 2])
+        return weight_normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters])
 
     def _apply(self, x):
         y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
@@ -137,7 +220,7 @@ class WNDeconv2D(_WNConvBase):
     def kernel(self):
         """The effective kernel, (fh, fw, F, Cin), float32."""
         V, g = self._vg()
-        return tf.reshape(g, [1, 1, self.num_filters, 1]) * tf.nn.l2_normalize(V, [0, 1, 3])
+        return weight_normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1])
 
     def output_hw(self, h, w):
         sh, sw = self.stride
@@ -291,7 +374,7 @@ class GatedResnet(keras.layers.Layer):
         c1 = nl(c1)
         if training and self.dropout_p > 0:
             seed = self.dropout_seed() if seed is None else seed
-            c1 = tf.nn.experimental.stateless_dropout(c1, rate=self.dropout_p, seed=seed)
+            c1 = dropout(c1, self.dropout_p, seed)
         c2 = self.conv2(c1)
         if h is not None:
             hw = tf.cast(self.hw, h.dtype)

@@ -190,6 +190,20 @@ def test_train_speed_benchmark_smoke():
     assert r["recompute"] and r["replicas"] == 1 and np.isfinite(r["bits_per_dim_last_step"])
 
 
+def test_train_speed_benchmark_profiles_training_and_evaluation(tmp_path):
+    r = _bench("--profile_dir", str(tmp_path), "--profile_top", "200")
+    names = {key: [name for name, _, _ in r[key]["top_op_types"]]
+             for key in ("profile", "eval_profile")}
+    for key, ops in names.items():
+        assert r[key]["op_seconds_total"] > 0 and r[key]["wall_seconds"] > 0, key
+        assert any("Conv2D" in name for name in ops), (key, ops)
+    # The filter gradients are computed in training only.
+    assert any("BackpropFilter" in name for name in names["profile"])
+    assert not any("BackpropFilter" in name for name in names["eval_profile"])
+    for sub in ("train", "eval"):
+        assert list((tmp_path / sub / "plugins" / "profile").glob("*/*.xplane.pb")), sub
+
+
 def test_train_speed_benchmark_two_workers():
     r = _bench("--workers", "2")
     assert r["workers"] == 2 and r["replicas"] == 2 and r["global_batch"] == 4

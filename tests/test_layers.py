@@ -1,0 +1,81 @@
+"""The layer primitives that are written for speed: each is checked against the plain
+TensorFlow formulation it replaces (SPEC §1)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pixelcnn_pp import layers as L
+
+
+def _value_and_grad(f, x, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    return y, tape.gradient(y, x, output_gradients=upstream)
+
+
+def test_concat_elu_is_elu_of_the_concatenation_bit_for_bit():
+    x = tf.random.stateless_normal((2, 5, 6, 7), (1, 2)) * 3.0
+    x = tf.tensor_scatter_nd_update(x, [[0, 0, 0, 0], [0, 0, 0, 1]], [0.0, -0.0])
+    up = tf.random.stateless_normal((2, 5, 6, 14), (3, 4))
+    ours, d_ours = _value_and_grad(L.concat_elu, x, up)
+    ref, d_ref = _value_and_grad(lambda v: tf.nn.elu(tf.concat([v, -v], -1)), x, up)
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+    np.testing.assert_array_equal(d_ours.numpy(), d_ref.numpy())
+
+
+@pytest.mark.parametrize("axes, v_shape, g_shape", [
+    ((0, 1, 2), (2, 3, 6, 5), [1, 1, 1, 5]),     # conv kernels: (fh, fw, Cin, F)
+    ((0, 1, 3), (2, 2, 5, 6), [1, 1, 5, 1])])    # transposed conv kernels: (fh, fw, F, Cin)
+def test_weight_normalize_value_and_gradients_equal_the_originals_ops(axes, v_shape, g_shape):
+    V = tf.random.stateless_normal(v_shape, (5, 6)) * 0.05
+    g = tf.random.stateless_normal([5], (7, 8))
+    # One direction with norm 0: the original's epsilon branch (gradient of V: g r dW only).
+    zero = [[i, j, 0, k] for i in range(v_shape[0]) for j in range(v_shape[1])
+            for k in range(v_shape[3])] if axes == (0, 1, 3) else \
+           [[i, j, k, 0] for i in range(v_shape[0]) for j in range(v_shape[1])
+            for k in range(v_shape[2])]
+    V = tf.tensor_scatter_nd_update(V, zero, tf.zeros(len(zero)))
+    up = tf.random.stateless_normal(v_shape, (9, 10))
+
+    def both(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([V, g])
+            W = fn(V, g)
+        return W, tape.gradient(W, [V, g], output_gradients=up)
+
+    W, (dV, dg) = both(lambda v, s: L.weight_normalize(v, s, axes, g_shape))
+    W0, (dV0, dg0) = both(lambda v, s: tf.reshape(s, g_shape) * tf.nn.l2_normalize(v, axes))
+    np.testing.assert_array_equal(W.numpy(), W0.numpy())  # the forward is the same ops
+    np.testing.assert_allclose(dV.numpy(), dV0.numpy(), rtol=2e-6, atol=2e-6 * np.abs(dV0).max())
+    np.testing.assert_allclose(dg.numpy(), dg0.numpy(), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 3 / 65536, 0.3])  # 8-bit, 8-bit, 16-bit, float
+def test_dropout_keeps_one_minus_rate_and_scales(rate):
+    x = tf.fill((64, 32, 32, 8), 3.0)
+    y = L.dropout(x, rate, tf.constant([1, 2])).numpy()
+    kept = y != 0
+    np.testing.assert_array_equal(np.unique(y[kept]), [np.float32(3.0) * np.float32(1 / (1 - rate))])
+    n = kept.size
+    # 5 standard deviations of a binomial mean (n = 524288 draws)
+    assert abs(kept.mean() - (1 - rate)) <= 5 * np.sqrt(rate * (1 - rate) / n) + 1e-9
+    # and no pattern along any axis: every channel and every row keeps about the same share
+    for axis in (0, 1, 2, 3):
+        share = kept.mean(axis=tuple(a for a in range(4) if a != axis))
+        assert np.all(np.abs(share - (1 - rate)) <= 6 * np.sqrt(rate * (1 - rate) / (n / len(share))) + 1e-9)
+
+
+def test_dropout_masks_follow_the_seed_and_gradients_follow_the_mask():
+    x = tf.random.stateless_normal((3, 5, 7, 11), (1, 1))   # size not a multiple of 4
+    a, b, c = (L.dropout(x, 0.5, tf.constant(s)) for s in ([4, 5], [4, 5], [4, 6]))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), c.numpy())
+    _, dx = _value_and_grad(lambda v: L.dropout(v, 0.5, tf.constant([4, 5])), x, tf.ones_like(x))
+    np.testing.assert_array_equal(dx.numpy(), np.where(a.numpy() != 0, 2.0, 0.0))
+    assert L.dropout(x, 0.0, tf.constant([4, 5])) is x
+    half = L.dropout(tf.ones((4, 8), tf.bfloat16), 0.5, tf.constant([1, 2]))
+    assert half.dtype == tf.bfloat16 and set(np.unique(half.numpy().astype(np.float32))) <= {0.0, 2.0}
+    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\)"):
+        L.dropout(x, 1.0, tf.constant([4, 5]))
