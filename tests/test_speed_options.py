@@ -208,3 +208,29 @@ def test_train_speed_benchmark_two_workers():
     r = _bench("--workers", "2")
     assert r["workers"] == 2 and r["replicas"] == 2 and r["global_batch"] == 4
     assert len(r["peak_memory_mb_per_worker"]) == 2 and r["train_img_per_s"] > 0
+
+
+def _in_git_checkout():
+    return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _in_git_checkout(), reason="needs the repository's git history")
+def test_paired_speed_benchmark_smoke():
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "paired_speed.py"),
+                        "--smoke", "--revs", "HEAD,WORKTREE"], env=env(), cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert [v["rev"] for v in r["versions"]] == ["HEAD", "WORKTREE"] and r["rounds"] == 2
+    for v in r["versions"]:
+        assert len(v["train_step_seconds"]) == len(v["eval_step_seconds"]) == 2
+        assert v["train_img_per_s"] > 0 and v["eval_img_per_s"] > 0
+    assert r["versions"][0]["train_speedup"] == r["versions"][0]["eval_speedup"] == 1.0
+
+
+def test_paired_speed_benchmark_refuses_an_unknown_revision():
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "paired_speed.py"),
+                        "--smoke", "--revs", "no-such-revision-xyz,WORKTREE"], env=env(),
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "cannot read pixelcnn_pp/ at 'no-such-revision-xyz'" in p.stderr

@@ -1,0 +1,157 @@
+"""Paired A/B timing of two or more versions of this package, step by step in one process.
+
+    python benchmarks/paired_speed.py --revs HEAD~1,HEAD             # full model, batch 16
+    python benchmarks/paired_speed.py --revs v1,HEAD,WORKTREE --rounds 10
+    python benchmarks/paired_speed.py --revs HEAD,WORKTREE --smoke   # seconds: a tiny model
+
+On a shared machine the speed drifts by ±10% within minutes, so separate benchmark runs cannot
+resolve differences of a few percent. This script loads each version (a git revision of this
+repository, or WORKTREE for the files as they are) as its own copy of the package, builds the
+same model, optimizer and averages with each (train.py's compiled steps from
+``training.make_steps``, dropout on, same inputs), and then times one training step of every
+version in turn, round after round (the order rotates), and one evaluation step likewise. Drift
+hits all versions alike; the figure to read is the median over rounds of the per-round time
+ratio against the first version. The last line printed is JSON.
+"""
+
+import gc
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "pixelcnn_pp"
+
+F = flags.FLAGS
+flags.DEFINE_list("revs", ["HEAD", "WORKTREE"], "Versions to compare: git revisions of this "
+                  "repository, or WORKTREE (the files as they are); the first is the reference")
+flags.DEFINE_integer("rounds", 8, "Timed rounds (one training and one evaluation step of "
+                     "every version each)")
+flags.DEFINE_integer("nr_resnet", 5, "Residual blocks per stage")
+flags.DEFINE_integer("nr_filters", 160, "Filters")
+flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
+flags.DEFINE_integer("image_size", 32, "Image height and width")
+flags.DEFINE_integer("batch_size", 16, "Images per step")
+flags.DEFINE_boolean("smoke", False, "A tiny model and two rounds: checks that it runs")
+
+
+def _copy_version(rev, dest, index):
+    """The package as of rev, importable as pixelcnn_pp_v<index> from dest."""
+    name = f"{PACKAGE}_v{index}"
+    target = os.path.join(dest, name)
+    if rev == "WORKTREE":
+        shutil.copytree(os.path.join(ROOT, PACKAGE), target,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", rev, PACKAGE],
+                                 capture_output=True)
+        if archive.returncode:
+            raise SystemExit(f"--revs: cannot read {PACKAGE}/ at {rev!r} from git: "
+                             f"{archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+        os.rename(os.path.join(dest, PACKAGE), target)
+    for folder, _, files in os.walk(target):   # the copy imports itself, not the original
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                with open(path) as fh:
+                    text = fh.read()
+                with open(path, "w") as fh:
+                    fh.write(text.replace(PACKAGE, name))
+    return name
+
+
+def main(argv):
+    del argv
+    if F.smoke:
+        F.nr_resnet, F.nr_filters, F.nr_logistic_mix, F.image_size = 1, 8, 2, 8
+        F.batch_size, F.rounds = 2, 2
+    if len(F.revs) < 2:
+        raise SystemExit("--revs: name at least two versions to compare")
+    import numpy as np
+    import tensorflow as tf
+
+    dest = tempfile.mkdtemp(prefix="paired_speed_")
+    sys.path.insert(0, dest)
+    rng = np.random.RandomState(0)
+    shape = (F.batch_size, F.image_size, F.image_size, 3)
+    pool = [tf.constant(rng.randint(0, 256, shape).astype(np.uint8)) for _ in range(4)]
+    labels = tf.zeros([F.batch_size], tf.int32)
+    lr = tf.constant(1e-3, tf.float32)
+    steps, warmup = [], []
+    try:
+        for i, rev in enumerate(F.revs):
+            name = _copy_version(rev, dest, i)
+            pkg = importlib.import_module(name)
+            training = importlib.import_module(f"{name}.training")
+            optim = importlib.import_module(f"{name}.optim")
+            likelihood = importlib.import_module(f"{name}.likelihood")
+            model = pkg.PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
+                                   dropout_p=0.5, seed=0)
+            model.initialize(training.scale_images(pool[0]))
+            optimizer = optim.Adam(learning_rate=1e-3)
+            optimizer.build(model.trainable_variables)
+            averages = optim.PolyakAverage(model.trainable_variables)
+            train_step, eval_step = training.make_steps(
+                tf.distribute.get_strategy(), model, optimizer, averages,
+                likelihood.discretized_mix_logistic_loss, None)
+            t = time.perf_counter()
+            for k in range(2):   # the first traces
+                float(train_step(pool[k], labels, lr))
+            float(eval_step(pool[0], labels))
+            warmup.append(round(time.perf_counter() - t, 2))
+            steps.append((train_step, eval_step))
+            print(f"{rev}: built and warmed up in {warmup[-1]} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    gc.collect()
+    gc.freeze()
+
+    n = len(steps)
+    train_s = [[] for _ in range(n)]
+    eval_s = [[] for _ in range(n)]
+    for r in range(F.rounds):
+        order = [(r + k) % n for k in range(n)]
+        x = pool[r % len(pool)]
+        for i in order:
+            t = time.perf_counter()
+            float(steps[i][0](x, labels, lr))
+            train_s[i].append(time.perf_counter() - t)
+        for i in order:
+            t = time.perf_counter()
+            float(steps[i][1](x, labels))
+            eval_s[i].append(time.perf_counter() - t)
+        print(f"round {r}: train s " + " ".join(f"{train_s[i][-1]:.2f}" for i in range(n))
+              + " | eval s " + " ".join(f"{eval_s[i][-1]:.2f}" for i in range(n)),
+              file=sys.stderr, flush=True)
+
+    def speedup(times, i):   # median over rounds of reference time / this version's time
+        return round(float(np.median(np.array(times[0]) / np.array(times[i]))), 4)
+
+    result = {
+        "versions": [
+            {"rev": rev,
+             "train_img_per_s": round(F.batch_size / float(np.median(train_s[i])), 4),
+             "eval_img_per_s": round(F.batch_size / float(np.median(eval_s[i])), 4),
+             "train_speedup": speedup(train_s, i), "eval_speedup": speedup(eval_s, i),
+             "train_step_seconds": [round(t, 3) for t in train_s[i]],
+             "eval_step_seconds": [round(t, 3) for t in eval_s[i]],
+             "warmup_seconds": warmup[i]}
+            for i, rev in enumerate(F.revs)],
+        "reference": F.revs[0], "rounds": F.rounds,
+        "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
+        "nr_logistic_mix": F.nr_logistic_mix, "image_size": F.image_size,
+        "batch_size": F.batch_size, "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
