@@ -250,9 +250,10 @@ def main(argv):
         "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
     }
     if F.profile_dir:
-        for key, step, args in (("profile", train_step, (lr,)), ("eval_profile", eval_step, ())):
+        for key, sub, step, args in (("profile", "train", train_step, (lr,)),
+                                     ("eval_profile", "eval", eval_step, ())):
             it = pipeline(2)
-            logdir = os.path.join(F.profile_dir, "train" if key == "profile" else "eval")
+            logdir = os.path.join(F.profile_dir, sub)
             tf.profiler.experimental.start(logdir)
             t0 = time.perf_counter()
             run(step, it, 2, args)

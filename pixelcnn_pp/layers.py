@@ -24,7 +24,7 @@ __all__ = [
     "concat_elu", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
     "WNConv2D", "WNDeconv2D", "WNDense", "NetworkInNetwork",
     "DownShiftedConv2D", "DownRightShiftedConv2D",
-    "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet",
+    "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet", "weight_normalize",
 ]
 
 
