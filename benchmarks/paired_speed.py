@@ -39,6 +39,8 @@ flags.DEFINE_integer("nr_filters", 160, "Filters")
 flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
 flags.DEFINE_integer("image_size", 32, "Image height and width")
 flags.DEFINE_integer("batch_size", 16, "Images per step")
+flags.DEFINE_boolean("eval_only", False, "Time evaluation steps only (the training steps, "
+                     "~3.5x longer, are then run for warm-up only)")
 flags.DEFINE_boolean("smoke", False, "A tiny model and two rounds: checks that it runs")
 
 
@@ -120,7 +122,7 @@ def main(argv):
     for r in range(F.rounds):
         order = [(r + k) % n for k in range(n)]
         x = pool[r % len(pool)]
-        for i in order:
+        for i in order if not F.eval_only else ():
             t = time.perf_counter()
             float(steps[i][0](x, labels, lr))
             train_s[i].append(time.perf_counter() - t)
@@ -128,24 +130,30 @@ def main(argv):
             t = time.perf_counter()
             float(steps[i][1](x, labels))
             eval_s[i].append(time.perf_counter() - t)
-        print(f"round {r}: train s " + " ".join(f"{train_s[i][-1]:.2f}" for i in range(n))
-              + " | eval s " + " ".join(f"{eval_s[i][-1]:.2f}" for i in range(n)),
-              file=sys.stderr, flush=True)
+        train_line = "" if F.eval_only else (
+            "train s " + " ".join(f"{train_s[i][-1]:.2f}" for i in range(n)) + " | ")
+        print(f"round {r}: {train_line}eval s "
+              + " ".join(f"{eval_s[i][-1]:.2f}" for i in range(n)), file=sys.stderr, flush=True)
 
     def speedup(times, i):   # median over rounds of reference time / this version's time
+        if not times[i]:
+            return None
         return round(float(np.median(np.array(times[0]) / np.array(times[i]))), 4)
+
+    def img_per_s(times):
+        return round(F.batch_size / float(np.median(times)), 4) if times else None
 
     result = {
         "versions": [
             {"rev": rev,
-             "train_img_per_s": round(F.batch_size / float(np.median(train_s[i])), 4),
-             "eval_img_per_s": round(F.batch_size / float(np.median(eval_s[i])), 4),
+             "train_img_per_s": img_per_s(train_s[i]),
+             "eval_img_per_s": img_per_s(eval_s[i]),
              "train_speedup": speedup(train_s, i), "eval_speedup": speedup(eval_s, i),
              "train_step_seconds": [round(t, 3) for t in train_s[i]],
              "eval_step_seconds": [round(t, 3) for t in eval_s[i]],
              "warmup_seconds": warmup[i]}
             for i, rev in enumerate(F.revs)],
-        "reference": F.revs[0], "rounds": F.rounds,
+        "reference": F.revs[0], "rounds": F.rounds, "eval_only": F.eval_only,
         "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
         "nr_logistic_mix": F.nr_logistic_mix, "image_size": F.image_size,
         "batch_size": F.batch_size, "tensorflow": tf.__version__, "cpu_cores": os.cpu_count(),
