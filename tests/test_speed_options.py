@@ -185,8 +185,14 @@ def _bench(*args):
 
 def test_train_speed_benchmark_smoke():
     r = _bench("--recompute")
-    for key in ("train_img_per_s", "eval_img_per_s", "peak_memory_mb"):
+    for key in ("train_img_per_s", "eval_img_per_s", "peak_memory_mb",
+                "train_img_per_s_median_step", "eval_img_per_s_median_step"):
         assert r[key] > 0, key
+    for key, steps in (("train", r["train_step_seconds"]), ("eval", r["eval_step_seconds"])):
+        # the median step lies between the fastest and the slowest (rounded to 1 ms)
+        fastest, slowest = max(min(steps) - 5e-4, 1e-6), max(steps) + 5e-4
+        rate = r[f"{key}_img_per_s_median_step"]
+        assert r["global_batch"] / slowest <= rate <= r["global_batch"] / fastest, key
     assert r["recompute"] and r["replicas"] == 1 and np.isfinite(r["bits_per_dim_last_step"])
 
 
@@ -197,6 +203,7 @@ def test_train_speed_benchmark_profiles_training_and_evaluation(tmp_path):
     for key, ops in names.items():
         assert r[key]["op_seconds_total"] > 0 and r[key]["wall_seconds"] > 0, key
         assert any("Conv2D" in name for name in ops), (key, ops)
+        assert "(XLA-compiled functions)" in ops, (key, ops)   # Adam; evaluation's gate
     # The filter gradients are computed in training only.
     assert any("BackpropFilter" in name for name in names["profile"])
     assert not any("BackpropFilter" in name for name in names["eval_profile"])
@@ -216,17 +223,23 @@ def _in_git_checkout():
 
 
 @pytest.mark.skipif(not _in_git_checkout(), reason="needs the repository's git history")
-def test_paired_speed_benchmark_smoke():
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_paired_speed_benchmark_smoke(eval_only):
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "paired_speed.py"),
-                        "--smoke", "--revs", "HEAD,WORKTREE"], env=env(), cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                        "--smoke", "--revs", "HEAD,WORKTREE"] + ["--eval_only"] * eval_only,
+                       env=env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert [v["rev"] for v in r["versions"]] == ["HEAD", "WORKTREE"] and r["rounds"] == 2
+    assert r["eval_only"] == eval_only
     for v in r["versions"]:
-        assert len(v["train_step_seconds"]) == len(v["eval_step_seconds"]) == 2
-        assert v["train_img_per_s"] > 0 and v["eval_img_per_s"] > 0
-    assert r["versions"][0]["train_speedup"] == r["versions"][0]["eval_speedup"] == 1.0
+        assert len(v["eval_step_seconds"]) == 2 and v["eval_img_per_s"] > 0
+        if eval_only:
+            assert v["train_step_seconds"] == [] and v["train_img_per_s"] is None
+        else:
+            assert len(v["train_step_seconds"]) == 2 and v["train_img_per_s"] > 0
+    assert r["versions"][0]["eval_speedup"] == 1.0
+    assert r["versions"][0]["train_speedup"] == (None if eval_only else 1.0)
 
 
 def test_paired_speed_benchmark_refuses_an_unknown_revision():
