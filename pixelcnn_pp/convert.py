@@ -1,7 +1,7 @@
 """Conversion between our model and the original's TF1 variables.
 
 The original names every variable ``model/<kind>_<n>/<V|g|b>`` (``hw`` for
-``conditional_weights``), numbered per kind in forward order (SPEC.md §2); its checkpoints
+``conditional_weights``), numbered per kind in forward order (docs/ORIGINAL.md §2); its checkpoints
 also hold Polyak averages as ``<name>/ExponentialMovingAverage``, and Adam slots under
 meaningless names (``Variable_12``), which are ignored here.
 """

@@ -1,6 +1,6 @@
 """Layers of PixelCNN++: weight-normalised convolutions, causal shifts, gated resnets.
 
-Everything here follows ``pixel_cnn_pp/nn.py`` of the original (SPEC.md §1). Causality
+Everything here follows ``pixel_cnn_pp/nn.py`` of the original (docs/ORIGINAL.md §1). Causality
 comes from padding and shifting, never from masks:
 
 * ``down_shifted_*`` layers see only rows above (and the current row for the ``u`` stream's
@@ -112,7 +112,7 @@ class _WeightNorm(keras.layers.Layer):
     def call(self, x):
         y = self._apply(x)
         if self.ddi:
-            # Data-dependent init (SPEC §1): normalise this layer's output on the init batch,
+            # Data-dependent init (docs/ORIGINAL.md §1): normalise this layer's output on the init batch,
             # then recompute it with the new g, b so that later layers see the normalised one.
             axes = list(range(len(y.shape) - 1))
             m, v = tf.nn.moments(tf.cast(y, self.variable_dtype), axes)
@@ -322,7 +322,7 @@ fused_gate = tf.function(gate, jit_compile=True, autograph=False)
 
 
 class GatedResnet(keras.layers.Layer):
-    """Gated residual block (SPEC §1): x + a * sigmoid(b) with [a, b] = conv(...)
+    """Gated residual block (``nn.py: gated_resnet``): x + a * sigmoid(b) with [a, b] = conv(...)
 
     x: (B, H, W, C); a (optional short-cut input): (B, H, W, Ca); h (optional): (B, K).
     ``conv_cls`` is DownShiftedConv2D (u stream) or DownRightShiftedConv2D (ul stream); the
@@ -345,7 +345,7 @@ class GatedResnet(keras.layers.Layer):
 
     def build(self, input_shape):
         if self.num_classes:
-            # Conditioning weights: not data-initialised (SPEC §1).
+            # Conditioning weights: not data-initialised (docs/ORIGINAL.md §1).
             self.hw = self.add_weight(
                 name="hw", shape=(self.num_classes, 2 * self.num_filters),
                 initializer=keras.initializers.RandomNormal(0.0, 0.05))

@@ -273,7 +273,7 @@ class PixelCNNPP(keras.Model):
 
     # ------------------------------------------------------------------ data-dependent init
     def initialize(self, x, h=None, training=True):
-        """Data-dependent initialisation on one batch (SPEC §1); works on an unbuilt model.
+        """Data-dependent initialisation on one batch (docs/ORIGINAL.md §1); works on an unbuilt model.
 
         x: (B, H, W, C) float32 in [-1, 1]; h: (B, num_classes) or None. One forward pass in
         which every weight-normed layer, in forward order, rescales its g and b so its output

@@ -1,5 +1,5 @@
 """The layer primitives that are written for speed: each is checked against the plain
-TensorFlow formulation it replaces (SPEC §1)."""
+TensorFlow formulation it replaces (docs/ORIGINAL.md §1)."""
 
 import numpy as np
 import pytest
