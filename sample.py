@@ -3,14 +3,22 @@
     python sample.py --save_dir=runs/cifar --num_samples=16 --out=samples.png
     python sample.py --tf1_checkpoint=params_cifar.ckpt --nr_resnet=5 --nr_filters=160 \\
         --nr_logistic_mix=10 --num_samples=16 --out=samples.png
+    python sample.py --save_dir=runs/cifar --complete=images.npz --given_rows=16 \\
+        --num_samples=4 --out=completions.png     # keep the top rows, draw the rest
 
 The model, its Polyak-averaged weights and the sampling loop come from
 ``pixelcnn_pp.sampling``; this file only parses flags. See docs/SAMPLING.md.
 """
 
-import sys
+import os
 
-from absl import app, flags
+os.environ.setdefault("PIXELCNN_QUIET_TF", "1")  # TensorFlow's start-up log lines off: cli.py
+
+import sys  # noqa: E402,F401
+
+from absl import app, flags  # noqa: E402
+
+from pixelcnn_pp import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("save_dir", None, "a save_dir written by train.py (config read from it)")
@@ -32,6 +40,11 @@ flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images);
                     "of all images (uint8) goes beside it")
 flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "
                   "shape, or 32,32,3 for a TF1 checkpoint); H and W multiples of 4")
+flags.DEFINE_string("complete", None, "complete images instead of sampling new ones: an .npz "
+                    "of uint8 images, one image file or a folder of them, already of the "
+                    "model's H,W,C; writes a grid (original, kept part, --num_samples "
+                    "completions per image) and the .npz of all completions")
+flags.DEFINE_integer("given_rows", None, "--complete: top rows kept (default: half)")
 # Model flags, for --tf1_checkpoint only (a save_dir records its own configuration).
 flags.DEFINE_integer("nr_resnet", 5, "TF1 checkpoint: gated resnets per stage")
 flags.DEFINE_integer("nr_filters", 160, "TF1 checkpoint: filters per layer")
@@ -47,10 +60,7 @@ _MODEL_FLAGS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "resnet_nonlineari
 
 
 def main(argv):
-    try:
-        _main(argv)
-    except (ValueError, FileNotFoundError) as e:    # a user's mistake: one clear line
-        sys.exit(f"sample.py: error: {e}")
+    _main(argv)   # a user's mistake ends in one line: cli.run
 
 
 def _main(argv):
@@ -94,6 +104,17 @@ def _main(argv):
         labels = "cycle"
     jit = {"auto": None, "on": True, "off": False}[FLAGS.xla]
     bar = sampling.ProgressBar(FLAGS.batch_size, shape[0])
+    if FLAGS.given_rows is not None and not FLAGS.complete:
+        raise app.UsageError("--given_rows is for --complete (the images to complete)")
+    if FLAGS.complete:
+        from pixelcnn_pp import completion
+        done, _ = completion.complete_to_files(
+            model, FLAGS.out, FLAGS.complete, FLAGS.num_samples, FLAGS.batch_size, shape,
+            given_rows=FLAGS.given_rows, labels=labels, seed=FLAGS.seed, method=FLAGS.method,
+            jit_compile=jit, progress=bar)
+        print(f"wrote {FLAGS.out} and {FLAGS.out[:-4]}.npz: {done.shape[1]} completions of "
+              f"each of {len(done)} images {shape[0]}x{shape[1]}x{shape[2]}")
+        return
     images, _ = sampling.sample_to_files(
         model, FLAGS.out, FLAGS.num_samples, FLAGS.batch_size, shape, labels=labels,
         seed=FLAGS.seed, method=FLAGS.method, jit_compile=jit, progress=bar)
@@ -102,4 +123,4 @@ def _main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("sample.py", main)

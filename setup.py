@@ -10,7 +10,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pixelcnn_pp", "pixelcnn_pp.*", "data", "data.*"]),
-    py_modules=["train", "sample", "eval"],
+    py_modules=["train", "sample", "eval", "score"],
     include_package_data=True,
     package_data={"data": ["demo/*.npz", "demo/*.md"]},
     install_requires=["tensorflow>=2.16", "numpy", "imageio", "absl-py", "tensorboard"],

@@ -6,11 +6,16 @@
 Flags are parsed here only; the loop lives in pixelcnn_pp/training.py.
 """
 
-import dataclasses
+import os
 
-from absl import app, flags
+os.environ.setdefault("PIXELCNN_QUIET_TF", "1")  # TensorFlow's start-up log lines off: cli.py
 
-from pixelcnn_pp.training import PRECISIONS, TrainConfig, train
+import dataclasses  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+from pixelcnn_pp import cli  # noqa: E402
+from pixelcnn_pp.training import PRECISIONS, TrainConfig, train  # noqa: E402
 
 _D = TrainConfig()
 F = flags.FLAGS
@@ -55,14 +60,30 @@ flags.DEFINE_boolean("jit_compile", _D.jit_compile,
 flags.DEFINE_boolean("recompute", _D.recompute,
                      "Gradient checkpointing of the gated resnets: less memory, more time")
 flags.DEFINE_enum("sample_method", _D.sample_method, ["fast", "naive"], "Sampler for samples")
+flags.DEFINE_boolean("polyak_warmup", _D.polyak_warmup,
+                     "Warm the Polyak decay up as TF's ExponentialMovingAverage with num_updates: "
+                     "min(decay, (1 + t) / (10 + t)) at update t; --nopolyak_warmup keeps the "
+                     "original's constant decay")
 flags.DEFINE_boolean("quiet", _D.quiet, "Print nothing but errors")
+flags.DEFINE_boolean("strict_images", _D.strict_images,
+                     "--data_set folder: stop with a list of the unreadable or unusable image "
+                     "files instead of skipping them with a warning")
+flags.DEFINE_float("input_mutation_rate", _D.input_mutation_rate,
+                   "Background model for likelihood ratios: replace each training sub-pixel, "
+                   "with this probability, by a uniform random value, afresh every step "
+                   "(evaluation unchanged; 0: off)")
+flags.DEFINE_float("l2_weight", _D.l2_weight,
+                   "Add this weight x the sum of squared trainable weights to the differentiated "
+                   "NLL (reported bits/dim stay the NLL; 0: off)")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: every setting is a "
+                             "--flag (see train.py --help)")
     cfg = TrainConfig(**{f.name: F[f.name].value for f in dataclasses.fields(TrainConfig)})
     train(cfg)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("train.py", main)

@@ -22,7 +22,10 @@ import numpy as np
 from data import loader
 from data.loader import CorruptDatasetError, DatasetNotFoundError
 
-URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# PIXELCNN_CIFAR10_URL overrides where the tarball is fetched from (a mirror; the tests point
+# it at a closed local port to be sure they never download).
+URL = os.environ.get("PIXELCNN_CIFAR10_URL",
+                     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
 FILENAME = "cifar-10-python.tar.gz"
 SIZE = 170_498_071
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -83,12 +86,13 @@ def maybe_download_and_extract(data_dir):
     except loader.NETWORK_ERRORS as e:
         if isinstance(e, CorruptDatasetError):
             raise
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
         raise DatasetNotFoundError(
-            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({e}).\n"
-            f"Get {FILENAME} ({SIZE:,} bytes, md5 {MD5}) from\n    {URL}\n"
-            f"(see https://www.cs.toronto.edu/~kriz/cifar.html) and put it at\n    {tarball}\n"
-            f"or extract it there, so that {os.path.join(data_dir, FOLDER)}/ holds "
-            f"data_batch_1..5 and test_batch.") from e
+            f"CIFAR-10 is not in {data_dir} (looked for {FOLDER}/, cifar-10-python/{FOLDER}/, "
+            f"data_batch_1..5 and {FILENAME}) and could not be downloaded from {URL} "
+            f"({reason}). Put {FILENAME} ({SIZE:,} bytes, md5 {MD5}, from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html) at {tarball}, or pass --data_dir "
+            f"pointing at the folder that holds it or its extracted {FOLDER}/") from e
     return extract(tarball, data_dir)
 
 

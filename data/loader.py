@@ -89,11 +89,13 @@ class DataLoader:
             self.reset()
             raise StopIteration
         idx = self.order[self.p:self.p + n]
-        self.p += n
+        self.p += self.batch_size   # as the original's loaders: batch_size, whatever n is
         x = self.data[idx]                                      # (n, H, W, C) uint8
         return (x, self.labels[idx]) if self.return_labels else x
 
-    next = __next__   # the original's train.py calls loader.next(init_batch_size)
+    # The original's train.py takes its init batch with loader.next(init_batch_size) and then
+    # trains on, without rewinding: epoch 0 starts at position batch_size of the first order.
+    next = __next__
 
     def get_state(self):
         """Where the iteration stands: a dict of numpy arrays (np.savez-able, checkpointable).

@@ -1,5 +1,7 @@
 """How every entry point (train.py, eval.py, sample.py, score.py) reports a user's mistake.
 
+    import os
+    os.environ.setdefault("PIXELCNN_QUIET_TF", "1")   # first line: TensorFlow's start-up logs off
     from pixelcnn_pp import cli
     ...
     if __name__ == "__main__":
@@ -7,35 +9,113 @@
 
 A mistake the user can fix ends the program with one line on stderr,
 ``NAME.py: error: <message>``, and no traceback: exit status 2 for a usage error (bad flags,
-``cli.UsageError``, absl's ``app.UsageError``), 1 for a run that failed (``cli.RunError`` and
-the library's own errors for missing or damaged data, files and checkpoints). Anything else is
-an internal error and keeps its traceback. ``--verbose`` or ``PIXELCNN_TRACEBACK=1`` shows the
-traceback of a user error too. Chained exceptions (``raise ... from e``) are not printed: the
-message says what to do.
+``cli.UsageError``, absl's ``app.UsageError``), 1 for a run that failed (``cli.RunError``, any
+other ``cli.UserError``, and an ``OSError``: missing or damaged data, files and checkpoints, a
+full disk, no permission). A ``ValueError`` is the user's when this project raised it (its
+argument checks say what to do); one raised inside a library (NumPy, TensorFlow, Keras) is
+an internal error. Anything else is an internal error and keeps its traceback. ``--verbose``
+or ``PIXELCNN_TRACEBACK=1`` shows the traceback of a user error too. Chained exceptions
+(``raise ... from e``) are not printed: the message says what to do.
+
+TensorFlow's C++ start-up lines (``I0000 ... port.cc:153] oneDNN custom operations are on``,
+``failed call to cuInit``, ...) would spoil the one line: with ``PIXELCNN_QUIET_TF=1`` in the
+environment before ``pixelcnn_pp`` is imported, the package sets ``TF_CPP_MIN_LOG_LEVEL=3``
+(unless it is set already) and drops those lines while TensorFlow is imported (see
+``quiet_tensorflow_import``); Python warnings and every other line go through. ``--verbose``
+on the command line or ``PIXELCNN_QUIET_TF=0`` keeps TensorFlow's lines.
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags
 
-__all__ = ["UsageError", "RunError", "USER_ERRORS", "run", "error_line"]
+__all__ = ["UserError", "UsageError", "RunError", "USER_ERRORS", "run", "error_line",
+           "is_user_error", "quiet_tensorflow_import"]
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where this project's code lives: the entry points, pixelcnn_pp/ and data/.
+_OURS = {_PROJECT, os.path.join(_PROJECT, "pixelcnn_pp"), os.path.join(_PROJECT, "data")}
 
 
-class UsageError(ValueError):
+class UserError(Exception):
+    """Base of the library's errors whose message is written for the user (what went wrong,
+    which file or flag, what to do). Entry points print it as one line."""
+
+
+class UsageError(UserError, ValueError):
     """The flags (or arguments) make no sense: exit status 2."""
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """The run could not go on for a reason the user can fix (data, files, disk): status 1."""
 
 
-# Exceptions whose message is written for the user. ValueError: the library's argument checks
-# (every one of them says what to do); OSError: missing or damaged files, a full disk, no
-# permission (DatasetNotFoundError, CorruptDatasetError and checkpoint errors derive from it).
-USER_ERRORS = (UsageError, app.UsageError, RunError, ValueError, OSError)
+# Always the user's: ours, absl's usage error, and OSError (missing or damaged files, a full
+# disk, no permission; DatasetNotFoundError, CorruptDatasetError and the checkpoint errors
+# derive from it). A ValueError is the user's only when raised by this project's code.
+USER_ERRORS = (UserError, app.UsageError, OSError)
+
+
+def _raised_here(exc):
+    """Was exc raised by a frame of this project (pixelcnn_pp/, data/, the entry points)?"""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    where = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return os.path.dirname(where) in _OURS
+
+
+def is_user_error(exc):
+    """Does exc carry a message for the user (one line, no traceback)?"""
+    return isinstance(exc, USER_ERRORS) or (isinstance(exc, ValueError) and _raised_here(exc))
+
+
+# TensorFlow's C++ log lines: "I0000 00:00:1796160062.579258    6980 port.cc:153] ...", absl's
+# "WARNING: All log messages before absl::InitializeLog() ..." and the CPU feature guard's
+# second line.
+_TF_LOG_LINE = re.compile(r"^([IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] |"
+                          r"WARNING: All log messages before absl::InitializeLog\(\)|"
+                          r"To enable the following instructions: .* rebuild TensorFlow)")
+
+
+def quiet_tensorflow_import():
+    """Import TensorFlow with its C++ start-up log lines dropped (the rest of stderr kept).
+
+    Also sets TF_CPP_MIN_LOG_LEVEL=3 when unset, which silences TensorFlow's C++ logging
+    later on (e.g. the "failed call to cuInit" line of a machine without a GPU). Called by
+    pixelcnn_pp/__init__.py when PIXELCNN_QUIET_TF=1 (the entry points set it) and neither
+    --verbose nor PIXELCNN_TRACEBACK asks for everything."""
+    if "tensorflow" in sys.modules or \
+            any(a in ("--verbose", "--verbose=true", "--verbose=1") for a in sys.argv) or \
+            os.environ.get("PIXELCNN_TRACEBACK", "") not in ("", "0"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tempfile
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):       # no usable stderr: nothing to filter
+        import tensorflow  # noqa: F401
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(True)
+                    if not _TF_LOG_LINE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def error_line(name, exc):
@@ -62,8 +142,8 @@ def run(name, main, argv=None):
     def guarded(argv):
         try:
             return main(argv)
-        except USER_ERRORS as e:
-            if _verbose():
+        except Exception as e:      # noqa: BLE001 (internal errors are re-raised)
+            if not is_user_error(e) or _verbose():
                 raise
             sys.stderr.write(error_line(name, e) + "\n")
             sys.stderr.flush()

@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.config import ModelConfig
-from pixelcnn_pp.convert import load_tf1_checkpoint
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
@@ -44,7 +43,10 @@ def evaluate_checkpoint(save_dir=None, tf1_checkpoint=None, data_set=None, data_
     if (save_dir is None) == (tf1_checkpoint is None):
         raise ValueError("give exactly one of --save_dir or --tf1_checkpoint")
     if save_dir is not None:
-        model, config = ckpt_lib.load_model(save_dir, use_averages=use_averages)
+        # One loader for eval.py and sample.py: the newest intact checkpoint (damaged newer
+        # ones renamed and reported).
+        model, config = ckpt_lib.load_for_inference(save_dir=save_dir,
+                                                    use_averages=use_averages)
         _, training = ckpt_lib.read_config(save_dir)
         data_set = data_set or training.get("data_set", "cifar")
         data_dir = data_dir or training.get("data_dir", "data_files")
@@ -54,8 +56,9 @@ def evaluate_checkpoint(save_dir=None, tf1_checkpoint=None, data_set=None, data_
         probe = make_loader(data_set, data_dir, "test", batch_size)
         config = ModelConfig(image_shape=tuple(probe.get_observation_size()), dropout_p=0.0,
                              **(tf1_model or {}))
-        model = ckpt_lib.build_model(config)
-        load_tf1_checkpoint(model, tf1_checkpoint, use_ema=use_averages)
+        model, config = ckpt_lib.load_for_inference(tf1_checkpoint=tf1_checkpoint,
+                                                    model_config=config,
+                                                    use_averages=use_averages)
     loader = make_loader(data_set, data_dir, "test", batch_size,
                          return_labels=bool(config.num_classes))
     if tuple(loader.get_observation_size()) != config.image_shape:

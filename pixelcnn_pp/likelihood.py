@@ -16,7 +16,7 @@ import tensorflow as tf
 
 __all__ = [
     "discretized_mix_logistic_log_prob", "discretized_mix_logistic_loss", "nll_per_image",
-    "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
+    "subpixel_log_prob", "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
     "energy_distance_loss", "nr_mix_from_params",
 ]
 
@@ -61,11 +61,10 @@ def _log_sum_exp(x):
     return m + tf.math.log(tf.reduce_sum(tf.exp(x - m2), axis=-1))
 
 
-def discretized_mix_logistic_log_prob(x, l):
-    """log p(pixel) in nats for every pixel: x (B, H, W, C) in [-1, 1], l (B, H, W, P) -> (B, H, W).
-
-    Exactly the original's computation (SPEC §3), including its edge and tail cases.
-    """
+def _component_log_probs(x, l):
+    """Per component k and channel c, log p_k(x_c | x_<c) in nats, (B, H, W, C, M), and the
+    log mixture weights log pi_k, (B, H, W, M): the terms of the original's loss, with its
+    edge and tail cases. Channel c's term depends on x's channels 0..c only."""
     dtype = _loss_dtype(l)
     x = tf.cast(x, dtype)
     l = tf.cast(l, dtype)
@@ -97,8 +96,39 @@ def discretized_mix_logistic_log_prob(x, l):
         tf.where(x > 0.999, log_one_minus_cdf_min,
                  tf.where(cdf_delta > 1e-5, tf.math.log(tf.maximum(cdf_delta, 1e-12)),
                           log_pdf_mid - tf.constant(np.log(127.5), dtype))))
-    log_probs = tf.reduce_sum(log_probs, axis=-2) + _log_prob_from_logits(logit_probs)
+    return log_probs, _log_prob_from_logits(logit_probs)
+
+
+def discretized_mix_logistic_log_prob(x, l):
+    """log p(pixel) in nats for every pixel: x (B, H, W, C) in [-1, 1], l (B, H, W, P) -> (B, H, W).
+
+    Exactly the original's computation (SPEC §3), including its edge and tail cases.
+    """
+    log_probs, log_pi = _component_log_probs(x, l)
+    log_probs = tf.reduce_sum(log_probs, axis=-2) + log_pi
     return _log_sum_exp(log_probs)                                # (B, H, W)
+
+
+def subpixel_log_prob(x, l):
+    """log p(x_ijc | everything before it) in nats: x (B, H, W, C) in [-1, 1], l (B, H, W, P)
+    -> (B, H, W, C).
+
+    Pixels in raster order, R -> G -> B inside a pixel. The mixture is over whole pixels, so
+    a channel's conditional mixes the components by their posterior given the channels before
+    it: with A_c = logsumexp_k(log pi_k + sum_{c' <= c} log p_k(x_c' | x_<c')), the term of
+    channel c is A_c - A_{c-1} (A_{-1} = 0). The terms of a pixel sum to its log-probability
+    (``discretized_mix_logistic_log_prob``); channel c's term depends on x's channels 0..c
+    only. Grayscale: the pixel's log-probability, (B, H, W, 1).
+    """
+    log_probs, log_pi = _component_log_probs(x, l)
+    C = log_probs.shape[-2]
+    terms, previous, running = [], None, log_pi
+    for c in range(C):
+        running = running + log_probs[..., c, :]
+        a = _log_sum_exp(running)                                 # log p(x_0..c), (B, H, W)
+        terms.append(a if previous is None else a - previous)
+        previous = a
+    return tf.stack(terms, axis=-1)
 
 
 def discretized_mix_logistic_loss(x, l, sum_all=True):

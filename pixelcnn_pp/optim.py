@@ -1,6 +1,7 @@
 """The original's optimiser (Adam with epsilon inside the square root) and Polyak averaging.
 
-SPEC.md §4. Keras's own Adam adds epsilon outside the square root,
+The original's ``nn.py: adam_updates`` and ``train.py`` (its ``tf.train.ExponentialMovingAverage``).
+Keras's own Adam adds epsilon outside the square root,
 p -= lr * m_hat / (sqrt(v_hat) + eps), which differs for small gradients; the original
 computes p -= lr * m_hat / sqrt(v_hat + eps) with its own defaults β1 = 0.95, β2 = 0.9995.
 """
@@ -85,17 +86,32 @@ class Adam(keras.optimizers.Optimizer):
 class PolyakAverage(tf.Module):
     """Exponential moving averages of a list of variables (TF's ExponentialMovingAverage rule):
 
-        avg -= (1 - decay) * (avg - var)            after every optimiser step
+        avg -= (1 - decay_t) * (avg - var)          after every optimiser step
 
     Deviation from the original (marked): the averages start from the variables' values when
     this object is created -- call it after data-dependent init -- whereas the original's
     started from the pre-init values (g = 1, b = 0), which takes thousands of steps to wash out.
+
+    Deviation from the original (marked), ``warmup=True`` (the default): the decay warms up as
+    ``tf.train.ExponentialMovingAverage(decay, num_updates=t)`` does,
+
+        decay_t = min(decay, (1 + t) / (10 + t)),   t = 1 at the first update, 2 at the next...
+
+    (t counts the updates including the current one, as a step counter incremented before the
+    averaging would pass it). The averages then follow the weights from the first steps instead
+    of lagging behind them for ~1 / (1 - decay) steps; from t = (10 decay - 1) / (1 - decay)
+    on (17,990 updates for 0.9995) decay_t is the constant decay. ``warmup=False`` is the
+    original's constant decay. The count lives in ``num_updates`` (checkpointed with the
+    averages; a checkpoint without it, written before it existed, still loads: see
+    ``without_counter``).
+
     ``swap()`` puts the averages into the variables (for evaluation and sampling) and back.
     """
 
-    def __init__(self, variables, decay=0.9995, name="polyak"):
+    def __init__(self, variables, decay=0.9995, warmup=True, name="polyak"):
         super().__init__(name=name)
         self.decay = float(decay)
+        self.warmup = bool(warmup)
         variables = list(variables)
         # A closure, not an attribute: the model's variables are checkpointed by the model,
         # and an attribute would make every checkpoint hold them twice.
@@ -106,19 +122,54 @@ class PolyakAverage(tf.Module):
             tf.Variable(tf.convert_to_tensor(v), trainable=False, name=f"avg_{i}",
                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             for i, v in enumerate(variables)]
+        # Updates done so far (also counted with warmup=False, so that a run can switch).
+        self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="num_updates",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def one_minus_decay(self, t):
+        """1 - decay_t for the t-th update (t = 1, 2, ...; a float64 tensor).
+
+        With warm-up, 1 - min(decay, (1 + t) / (10 + t)) = max(1 - decay, 9 / (10 + t)), formed
+        in float64 so that past the crossover it is the constant's 1 - decay to the last bit."""
+        constant = tf.constant(1.0 - self.decay, tf.float64)
+        if not self.warmup:
+            return constant
+        t = tf.cast(t, tf.float64)
+        return tf.maximum(constant, 9.0 / (10.0 + t))
 
     def update(self):
         """One averaging step; call after each optimiser step."""
+        t = tf.convert_to_tensor(self.num_updates) + 1        # this update's t (1 at the first)
+        # Deviation: decay_t = min(decay, (1 + t) / (10 + t)) unless warmup=False.
+        one_minus_decay = self.one_minus_decay(t)
         for avg, var in zip(self.averages, self._variables()):
             avg.assign(_ema_math(tf.convert_to_tensor(avg),
                                  tf.cast(tf.convert_to_tensor(var), avg.dtype),
-                                 tf.constant(1.0 - self.decay, avg.dtype)))
+                                 tf.cast(one_minus_decay, avg.dtype)))
+        self.num_updates.assign(t)
+
+    def without_counter(self):
+        """A stand-in holding only the averages, laid out as checkpoints written before
+        ``num_updates`` existed: restore such a checkpoint through it (then set the count,
+        e.g. to the restored step)."""
+        view = tf.Module(name=self.name)
+        view.averages = self.averages
+        return view
+
+    @staticmethod
+    def counter_in_checkpoint(path, key="averages"):
+        """Whether the checkpoint at ``path`` holds the update count of the PolyakAverage
+        checkpointed under ``key``."""
+        name = f"{key}/num_updates/.ATTRIBUTES/VARIABLE_VALUE"
+        return any(n == name for n, _ in tf.train.list_variables(path))
 
     def reset(self, values=None):
-        """Restart the averages from the variables' current values (or from ``values``)."""
+        """Restart the averages from the variables' current values (or from ``values``), and
+        the warm-up with them (the next update is t = 1)."""
         values = self._variables() if values is None else values
         for avg, v in zip(self.averages, values):
             avg.assign(tf.convert_to_tensor(v))
+        self.num_updates.assign(0)
 
     def _swap_values(self):
         for avg, var in zip(self.averages, self._variables()):

@@ -39,8 +39,9 @@ import tensorflow as tf
 from pixelcnn_pp import layers as L
 from pixelcnn_pp.likelihood import sample_from_discretized_mix_logistic
 
-__all__ = ["sample", "position_noise", "energy_noise", "METHODS", "load_model_for_sampling",
-           "sample_labels", "batch_seed", "sample_to_files", "ProgressBar"]
+__all__ = ["sample", "complete", "position_noise", "energy_noise", "METHODS",
+           "load_model_for_sampling", "sample_labels", "batch_seed", "sample_to_files",
+           "ProgressBar"]
 
 METHODS = ("fast", "naive")
 
@@ -130,16 +131,87 @@ def sample(model, batch_size, image_shape=(32, 32, 3), h=None, seed=0, method="f
       pixel through its own head (the first of its ten samples, as the original).
     """
     H, W, C = _check_args(model, batch_size, image_shape, h, method)
+    return _draw(model, tf.zeros((int(batch_size), H, W, C)), 0, h, seed, method, averages,
+                 jit_compile, progress)
+
+
+def complete(model, images, num_given, h=None, seed=0, method="fast", averages=None,
+             jit_compile=None, progress=None):
+    """Complete images: keep the first ``num_given`` pixels of each, draw the rest.
+
+    For every image b, returns one draw of the pixels at raster positions >= num_given from
+    the model's conditional given the pixels before them, p(x_n, x_n+1, ... | x_<n =
+    images[b, <n]): the autoregressive sampler of ``sample`` started at position num_given
+    on an image holding the given pixels. A position is a whole pixel (all C channels);
+    ``num_given = rows * W`` keeps the top rows.
+
+    Exact in the sense of ``sample``: both methods use the same noise per position, so for one
+    seed ``fast`` equals ``naive`` (to float round-off); ``num_given=0`` returns
+    ``sample(model, B, (H, W, C), h, seed)``'s images and ``num_given=H*W`` the input.
+
+    Args:
+      model: a built PixelCNNPP.
+      images: float (B, H, W, C), C = model.num_channels, H and W multiples of 4. The given
+        pixels must lie in [-1, 1]; they are kept exactly as float32 values, on the 8-bit
+        grid ((v - 127.5) / 127.5, as the data) or not (the model conditions on them as they
+        are). Pixels from position num_given on are ignored (any values).
+      num_given: an int in 0 .. H·W, the number of pixels kept.
+      h, seed, method, averages, jit_compile, progress: as ``sample``.
+
+    Returns:
+      float32 numpy array (B, H, W, C): the given pixels bitwise, the drawn ones in [-1, 1],
+      not rounded to 8 bits.
+    """
+    images, num_given = _check_completion_args(model, images, num_given, h, method)
+    return _draw(model, tf.constant(images), num_given, h, seed, method, averages,
+                 jit_compile, progress)
+
+
+def _check_completion_args(model, images, num_given, h, method):
+    """(images as float32 numpy, num_given as int), or a ValueError saying what is wrong."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"images must be floats in [-1, 1] (8-bit values v as (v - 127.5) / "
+                         f"127.5); got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(f"images must be a batch (B, H, W, C) with B >= 1; got shape "
+                         f"{images.shape}")
+    if images.shape[-1] != getattr(model, "num_channels", images.shape[-1]):
+        raise ValueError(f"this model draws {model.num_channels}-channel images; the images "
+                         f"have {images.shape[-1]} channels (shape {images.shape})")
+    B, H, W, C = images.shape
+    _check_args(model, B, (H, W, C), h, method)
+    if isinstance(num_given, (bool, np.bool_)) or not isinstance(num_given,
+                                                                 (int, np.integer)):
+        raise ValueError(f"num_given must be an int (pixels kept, raster order); got "
+                         f"{num_given!r}")
+    if not 0 <= num_given <= H * W:
+        raise ValueError(f"num_given must be between 0 and H*W = {H * W} (pixels kept, "
+                         f"raster order; rows * {W} keeps whole rows); got {num_given}")
+    images = images.astype(np.float32)
+    kept = images.reshape(B, H * W, C)[:, :int(num_given)]
+    outside = ~(np.abs(kept) <= 1.0)                  # NaN is outside too
+    if outside.any():
+        raise ValueError(f"the given pixels must lie in [-1, 1] (8-bit values v as (v - 127.5) "
+                         f"/ 127.5); {outside.sum()} of {kept.size} values are outside it (e.g. "
+                         f"{float(kept[outside][0]):.6g})")
+    return images, int(num_given)
+
+
+def _draw(model, given, num_given, h, seed, method, averages, jit_compile, progress):
+    """Run the sampler on checked arguments: given (B, H, W, C) float32, its first num_given
+    positions kept."""
     if averages is not None:
         with averages.swap():
-            return sample(model, batch_size, image_shape, h=h, seed=seed, method=method,
-                          jit_compile=jit_compile, progress=progress)
+            return _draw(model, given, num_given, h, seed, method, None, jit_compile,
+                         progress)
     if jit_compile is None:
         jit_compile = _DEFAULT_JIT[method]
-    sampler = _get_sampler(model, method, batch_size, H, W, h is not None, bool(jit_compile))
+    B, H, W, _ = given.shape
+    sampler = _get_sampler(model, method, B, H, W, h is not None, bool(jit_compile))
     if h is not None:
         h = tf.convert_to_tensor(np.asarray(h, np.float32))
-    return sampler.run(h, int(seed), progress)
+    return sampler.run(h, int(seed), progress, given, num_given)
 
 
 # Measured on CPU by benchmarks/sample_speed.py (docs/SAMPLING.md): XLA shortens the fast
@@ -214,6 +286,13 @@ def _energy_head_noise(model, noise_fn):
         object.__delattr__(model, "_energy_distance_head")
 
 
+def _keep_given(given, num_given):
+    """given (B, H, W, C) with the positions >= num_given (raster order) set to zero."""
+    _, H, W, _ = given.shape
+    keep = tf.reshape(tf.range(H * W) < num_given, [1, H, W, 1])
+    return tf.where(keep, given, tf.zeros_like(given))
+
+
 class _Sampler:
     # A weak reference: the samplers are cached per model, and must not keep it alive.
     @property
@@ -229,7 +308,8 @@ class _NaiveSampler(_Sampler):
         self.C = model.num_channels
         self._row = tf.function(self._row_fn, jit_compile=jit, autograph=False)
 
-    def _row_fn(self, x, i, noise, h):
+    def _row_fn(self, x, i, j0, noise, h):
+        """Row i from column j0 on (the positions before it are kept as they are in x)."""
         model, B, H, W, C = self.model, self.B, self.H, self.W, self.C
         M = model.nr_logistic_mix
 
@@ -251,16 +331,21 @@ class _NaiveSampler(_Sampler):
                                       M, C)
             return j + 1, tf.where(pos, pixel[:, None, None, :], x)
 
-        _, x = tf.while_loop(lambda j, x: j < W, body, (tf.constant(0), x))
+        _, x = tf.while_loop(lambda j, x: j < W, body, (j0, x))
         return x
 
-    def run(self, h, seed, progress):
-        x = tf.zeros((self.B, self.H, self.W, self.C))
+    def run(self, h, seed, progress, given, num_given):
+        """The images; positions < num_given (raster order) are ``given``'s, never drawn:
+        the loop starts at position num_given, on an image holding the given pixels before it
+        and zeros from it on (as when sampling from scratch)."""
+        x = _keep_given(given, num_given)
         seed = tf.constant(seed, tf.int64)
-        for i in range(self.H):
+        first_row, first_col = divmod(num_given, self.W)
+        for i in range(first_row, self.H):
             noise = _rows_noise(seed, tf.constant(i), 1, self.W, self.B,
                                 self.model.nr_logistic_mix, self.C, self.model.energy_distance)
-            x = self._row(x, tf.constant(i), [n[0] for n in noise], h)
+            j0 = tf.constant(first_col if i == first_row else 0)
+            x = self._row(x, tf.constant(i), j0, [n[0] for n in noise], h)
             if progress is not None:
                 progress(i + 1, self.H)
         return x.numpy()
@@ -599,9 +684,10 @@ class _FastSampler(_Sampler):
         return tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
                          axis=1)
 
-    def _row(self, t, st, w, i, noise):
+    def _row(self, t, st, w, i, noise, given, num_given):
         """Row i of kind t (static, see _levels) given the caches ``st``; returns the new
-        caches. noise: (W, B, .) per position of the row."""
+        caches. noise: (W, B, .) per position of the row; the positions < num_given (raster
+        order) take ``given``'s pixels (B, H, W, C) instead of drawn ones."""
         B, H, R, F, C = self.B, self.H, self.R, self.F, self.C
         new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
         xp = self._image_rows_above(st["image"], i)
@@ -611,7 +697,9 @@ class _FastSampler(_Sampler):
         packed = [tf.transpose(tf.concat(self._ul_above(lvl, st, w, u_up, u_down, xp, i), -1),
                                [1, 0, 2]) for lvl in levels]
         wl = {k: w[k] for k in ("up_ul", "down_ul", "ds_ul", "us_ul", "ul_init", "head")}
-        records, pixels = self._loops[t](packed, st["ul_us"], wl, noise)
+        given_row = tf.transpose(tf.gather(given, i, axis=1), [1, 0, 2])     # (W, B, C)
+        n_given = tf.clip_by_value(num_given - i * self.W, 0, self.W)    # of this row
+        records, pixels = self._loops[t](packed, st["ul_us"], wl, noise, given_row, n_given)
 
         # ---- unpack this row's records into the caches for the next row
         Fn = self.Fn
@@ -640,13 +728,15 @@ class _FastSampler(_Sampler):
         new["image"] = tf.where(row, tf.transpose(pixels, [1, 0, 2])[:, None], st["image"])
         return new
 
-    def _pixel_loop(self, t, packed, ul_us, w, noise):
+    def _pixel_loop(self, t, packed, ul_us, w, noise, given_row, n_given):
         """The ul stream along a row of kind t, one position per step.
 
         packed: per level, (W_l, B, S) row-above parts; ul_us: (W_l, B, F) bottom rows of the
-        transposed convs from the row before; noise: (W, B, .) per position. Returns per level
-        the (W_l, B, S') records the next row needs (nl(x), nl(c1) of every conv, ...), and
-        the sampled pixels (W, B, C), float32.
+        transposed convs from the row before; noise: (W, B, .) per position; the first
+        n_given positions take the pixels given_row (W, B, C) instead of drawn ones, and the
+        next position and the caches read those. Returns per level the (W_l, B, S') records
+        the next row needs (nl(x), nl(c1) of every conv, ...), and the row's pixels (W, B, C),
+        float32.
         """
         B, W, R, F, dt = self.B, self.W, self.R, self.F, self.dtype
         levels = self._levels(t)
@@ -722,6 +812,7 @@ class _FastSampler(_Sampler):
                 ul0, drecs0, pend[0]["down"] = self._ul_down(
                     0, w, start0, lst0, lst0_n, ab0[2 * R + 1:], pend[0]["down"])
                 pixel = self._head(w, ul0, [tf.gather(n, j) for n in noise])   # (B, C)
+                pixel = tf.where(j < n_given, tf.gather(given_row, j), pixel)
                 xpad = tf.concat([tf.cast(pixel, dt), tf.ones((B, 1), dt)], -1)
                 pend[0]["first"] = tf.matmul(xpad, w["ul_init"]["r_cur"])
                 tas[0] = tas[0].write(j, tf.concat(recs0 + drecs0 + extra0, -1))
@@ -734,20 +825,23 @@ class _FastSampler(_Sampler):
         return stacked[:-1], stacked[-1]
 
     # ------------------------------------------------------------------ driver
-    def _four_rows(self, st, w, i0, noise):
+    def _four_rows(self, st, w, i0, noise, given, num_given):
         """Rows i0 .. i0 + 3 (i0 a multiple of 4); noise: (4, W, B, .) per position."""
         for r, kind in enumerate((0, 1, 2, 1)):     # rows 1 and 3 (mod 4) are computed alike
-            st = self._row(kind, st, w, i0 + r, [n[r] for n in noise])
+            st = self._row(kind, st, w, i0 + r, [n[r] for n in noise], given, num_given)
         return st
 
-    def run(self, h, seed, progress):
+    def run(self, h, seed, progress, given, num_given):
+        """The images; positions < num_given (raster order) are ``given``'s. Every row still
+        runs the ul stream's loop (its caches are needed below), feeding the given pixels."""
         w = self._weights(h)
         st = self._initial_state()
         seed = tf.constant(seed, tf.int64)
+        num_given = tf.constant(num_given, tf.int32)
         for i0 in range(0, self.H, 4):
             noise = _rows_noise(seed, tf.constant(i0), 4, self.W, self.B, self.M, self.C,
                                 self.model.energy_distance)
-            st = self._rows4(st, w, tf.constant(i0), noise)
+            st = self._rows4(st, w, tf.constant(i0), noise, given, num_given)
             if progress is not None:
                 progress(i0 + 4, self.H)
         return st["image"].numpy()
@@ -759,22 +853,13 @@ def load_model_for_sampling(save_dir=None, tf1_checkpoint=None, model_config=Non
 
     Either ``save_dir`` (a save_dir of train.py: the config is read from it), or
     ``tf1_checkpoint`` (an original TF1 checkpoint prefix, e.g. dir/params_cifar.ckpt, or its
-    directory) together with the ``model_config`` it was trained with.
+    directory) together with the ``model_config`` it was trained with. The loader eval.py
+    uses too (``checkpoint.load_for_inference``): the newest intact checkpoint of a save_dir,
+    damaged newer ones renamed and reported.
     """
-    from pixelcnn_pp import checkpoint, convert
-    if (save_dir is None) == (tf1_checkpoint is None):
-        raise ValueError("give exactly one of save_dir (a run of train.py) or tf1_checkpoint "
-                         "(an original TF1 checkpoint, with the model flags)")
-    if save_dir is not None:
-        if not tf.io.gfile.isdir(save_dir):
-            raise FileNotFoundError(f"save_dir {save_dir!r} does not exist")
-        return checkpoint.load_model(save_dir, use_averages=True)
-    if model_config is None:
-        raise ValueError("a TF1 checkpoint holds no configuration: give the model flags "
-                         "(nr_resnet, nr_filters, nr_logistic_mix, ...) it was trained with")
-    model = checkpoint.build_model(model_config)
-    convert.load_tf1_checkpoint(model, tf1_checkpoint, use_ema=True)
-    return model, model_config
+    from pixelcnn_pp import checkpoint
+    return checkpoint.load_for_inference(save_dir, tf1_checkpoint, model_config,
+                                         use_averages=True)
 
 
 def sample_labels(labels, num_samples, num_classes):

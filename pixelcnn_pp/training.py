@@ -22,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
+from pixelcnn_pp import cli
 from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, energy_distance_loss
 from pixelcnn_pp.optim import Adam, PolyakAverage
 
 __all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "make_steps",
-           "distribute_batches", "freeze_traced_objects", "DATA_SETS", "NonFiniteLossError"]
+           "mutate_inputs", "distribute_batches", "freeze_traced_objects", "DATA_SETS",
+           "NonFiniteLossError"]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -67,6 +69,7 @@ class TrainConfig:
     max_epochs: int = 5000
     nr_gpu: int = 8
     polyak_decay: float = 0.9995
+    polyak_warmup: bool = True
     num_samples: int = 1
     seed: int = 1
     max_steps: Optional[int] = None
@@ -76,6 +79,10 @@ class TrainConfig:
     recompute: bool = False
     sample_method: str = "fast"
     quiet: bool = False
+    strict_images: bool = False
+    # Background models for likelihood ratios (docs/SCORING.md); 0 = off.
+    input_mutation_rate: float = 0.0
+    l2_weight: float = 0.0
 
     def model_config(self, image_shape, num_labels):
         if self.class_conditional and not num_labels:
@@ -90,8 +97,60 @@ class TrainConfig:
             num_filters=self.num_filters)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(cli.RunError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+# TrainConfig fields that must be >= 1 / >= 0 (train.py flags of the same names).
+_POSITIVE = ("batch_size", "init_batch_size", "nr_resnet", "nr_filters", "nr_logistic_mix",
+             "num_layers", "num_filters", "nr_gpu", "save_interval")
+_NON_NEGATIVE = ("max_epochs", "num_samples")
+
+
+def validate_config(cfg):
+    """Raise cli.UsageError naming the flag if a TrainConfig value makes no sense, before
+    anything starts (TensorFlow devices, data, the save_dir)."""
+    for name in _POSITIVE + _NON_NEGATIVE:
+        v = getattr(cfg, name)
+        low = 1 if name in _POSITIVE else 0
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise cli.UsageError(f"--{name} must be an integer >= {low}; got {v!r}")
+    if cfg.max_steps is not None and (not isinstance(cfg.max_steps, (int, np.integer))
+                                      or cfg.max_steps < 1):
+        raise cli.UsageError(f"--max_steps must be an integer >= 1 (or unset); got "
+                             f"{cfg.max_steps!r}")
+    checks = (("learning_rate", cfg.learning_rate > 0, "> 0"),
+              ("lr_decay", 0 < cfg.lr_decay <= 1, "in (0, 1]"),
+              ("dropout_p", 0 <= cfg.dropout_p < 1, "in [0, 1)"),
+              ("polyak_decay", 0 <= cfg.polyak_decay <= 1, "in [0, 1]"),
+              ("input_mutation_rate", 0 <= cfg.input_mutation_rate <= 1, "in [0, 1]"),
+              ("l2_weight", cfg.l2_weight >= 0, ">= 0"))
+    for name, ok, want in checks:
+        v = getattr(cfg, name)
+        if not (ok and math.isfinite(v)):
+            raise cli.UsageError(f"--{name} must be {want}; got {v!r}")
+    if not cfg.save_dir:
+        raise cli.UsageError("--save_dir must name a folder")
+    if cfg.precision not in PRECISIONS:
+        raise cli.UsageError(f"--precision must be one of {', '.join(PRECISIONS)}; got "
+                             f"{cfg.precision!r}")
+    check_data_set_name(cfg.data_set)
+    if cfg.strict_images and cfg.data_set != "folder":
+        raise cli.UsageError("--strict_images is for --data_set folder (a folder of image files)")
+
+
+def check_data_set_name(data_set):
+    """A --data_set is one of DATA_SETS or 'package.module[:Class]'; else cli.UsageError."""
+    if data_set in DATA_SETS:
+        return
+    module_name = data_set.partition(":")[0]
+    if not module_name or ("." not in module_name and ":" not in data_set):
+        import difflib
+        close = difflib.get_close_matches(data_set, list(DATA_SETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise cli.UsageError(f"unknown --data_set {data_set!r}{hint}: use one of "
+                             f"{', '.join(sorted(DATA_SETS))}, or 'package.module[:Class]' "
+                             "naming your own DataLoader")
 
 
 # ---------------------------------------------------------------------------------- setup
@@ -129,7 +188,7 @@ def make_strategy(kind="mirrored", nr_gpu=1, log=print):
 
 
 def make_loader(data_set, data_dir, subset, batch_size, rng=None, shuffle=False,
-                return_labels=False):
+                return_labels=False, strict_images=False):
     """A DataLoader for a --data_set name, or for "package.module" / "package.module:Class"
     naming a custom DataLoader class (default class name: DataLoader)."""
     if data_set in DATA_SETS:
@@ -139,10 +198,10 @@ def make_loader(data_set, data_dir, subset, batch_size, rng=None, shuffle=False,
         module_name, _, cls_name = data_set.partition(":")
         cls_name = cls_name or "DataLoader"
         extra = {}
-        if "." not in module_name and ":" not in data_set:
-            raise ValueError(f"unknown --data_set {data_set!r}: use one of {sorted(DATA_SETS)} "
-                             "or 'package.module[:Class]' naming your own DataLoader")
+        check_data_set_name(data_set)
     cls = getattr(importlib.import_module(module_name), cls_name)
+    if strict_images:   # only the folder loader reads files that may be unusable
+        extra = {**extra, "strict": True}
     return cls(data_dir, subset, batch_size, rng=rng, shuffle=shuffle,
                return_labels=return_labels, **extra)
 
@@ -216,8 +275,20 @@ def one_hot_labels(y, num_classes):
     return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
 
 
+def mutate_inputs(x, rate, seed):
+    """Replace each sub-pixel of the uint8 images x, independently with probability ``rate``,
+    by a uniform random value in 0..255 (the input perturbation of Ren et al. 2019's background
+    models). ``seed``: a stateless (2,) int seed; the same seed gives the same images."""
+    s_mask, s_value = tf.unstack(tf.random.experimental.stateless_split(
+        tf.cast(seed, tf.int64), 2))
+    replace = tf.random.stateless_uniform(tf.shape(x), s_mask) < rate
+    values = tf.random.stateless_uniform(tf.shape(x), s_value, minval=0, maxval=256,
+                                         dtype=tf.int32)
+    return tf.where(replace, tf.cast(values, x.dtype), x)
+
+
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
-               jit_compile=False):
+               jit_compile=False, input_mutation_rate=0.0, l2_weight=0.0, mutation_seed=0):
     """The compiled training and evaluation steps of train() (benchmarks time these).
 
     ``train_step(x, y, lr)``: uint8 images and int labels (per replica, from
@@ -228,13 +299,24 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
 
     jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
+
+    input_mutation_rate: training images are ``mutate_inputs``-ed with this rate, afresh every
+    step, seeded by (mutation_seed, the optimizer's step, the replica), so a resumed run sees
+    the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
+    weights is added to the summed objective that is differentiated (the returned loss is the
+    objective alone). Both 0: the plain steps.
     """
     def loss_and_grads(x, y):
         x = scale_images(x)
         with tf.GradientTape() as tape:
             out = model(x, h=one_hot_labels(y, num_classes), training=True)
             loss = objective(x, out)                  # summed over this replica's images
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+            total = loss
+            if l2_weight:   # replicas' gradients are summed: each adds its share of the L2
+                total = loss + (l2_weight / strategy.num_replicas_in_sync) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
+                     for w in model.trainable_variables])
+            scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
         return loss, tape.gradient(scaled, model.trainable_variables)
 
     def eval_loss(x, y):
@@ -246,6 +328,13 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
         eval_loss = tf.function(eval_loss, jit_compile=True, autograph=False)
 
     def replica_train_step(x, y, lr):
+        if input_mutation_rate:
+            ctx = tf.distribute.get_replica_context()
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.stack([tf.constant(mutation_seed, tf.int64),
+                          tf.cast(optimizer.iterations, tf.int64)]),
+                ctx.replica_id_in_sync_group if ctx is not None else 0)
+            x = mutate_inputs(x, input_mutation_rate, seed)
         loss, grads = loss_and_grads(x, y)
         optimizer.learning_rate.assign(lr)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
@@ -315,8 +404,7 @@ def _bar(i, n, t0, extra=""):
 def train(cfg: TrainConfig, log=None):
     """Run (or resume) training as configured. Returns the list of metric dicts written."""
     import keras
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {cfg.precision!r}")
+    validate_config(cfg)
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
     try:
@@ -342,30 +430,45 @@ def _train(cfg, log):
 
     want_labels = cfg.class_conditional
     train_data = make_loader(cfg.data_set, cfg.data_dir, "train", global_batch, rng=rng,
-                             shuffle=True, return_labels=want_labels)
+                             shuffle=True, return_labels=want_labels,
+                             strict_images=cfg.strict_images)
     test_data = make_loader(cfg.data_set, cfg.data_dir, "test", global_batch, shuffle=False,
-                            return_labels=want_labels)
+                            return_labels=want_labels, strict_images=cfg.strict_images)
     image_shape = tuple(train_data.get_observation_size())
     model_config = cfg.model_config(image_shape, train_data.get_num_labels())
     num_classes = model_config.num_classes
     dims = float(np.prod(image_shape))
 
-    resume_path = ckpt_lib.latest_checkpoint(cfg.save_dir) if cfg.load_params else None
-    if cfg.load_params and resume_path is None:
-        raise FileNotFoundError(f"--load_params: no checkpoint in {cfg.save_dir!r} to resume")
-    if resume_path:
+    ckpt_dir = os.path.join(worker_dir or cfg.save_dir, ckpt_lib.CKPT_SUBDIR)
+    resume_path = None
+    if cfg.load_params:
+        if not ckpt_lib.list_checkpoints(cfg.save_dir):
+            raise ckpt_lib.NoCheckpointError(
+                f"--load_params: no checkpoint in {cfg.save_dir!r} to resume (its training "
+                "saved none yet): run without --load_params to start afresh")
         saved, _ = ckpt_lib.read_config(cfg.save_dir)
         diff = saved.differences(model_config)
         if diff:
-            raise ValueError(
+            raise cli.UsageError(
                 "--load_params: these settings differ from the checkpoint's and would change "
                 "the model: " + ", ".join(f"{k}: saved {a} vs now {b}"
                                           for k, (a, b) in sorted(diff.items()))
                 + ". Use the saved values or a new --save_dir.")
-    elif chief and ckpt_lib.latest_checkpoint(cfg.save_dir):
+        # The newest checkpoint that reads back whole; damaged newer ones are renamed
+        # ckpt-N.damaged.* (kept) and reported.
+        resume_path = ckpt_lib.find_intact_checkpoint(
+            cfg.save_dir, warn=(lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
+            if chief else (lambda m: None), what="resuming from")
+        if resume_path is None:
+            raise ckpt_lib.NoCheckpointError(
+                f"--load_params: no checkpoint in {cfg.save_dir!r} to resume (its training "
+                "saved none yet): run without --load_params to start afresh")
+    elif chief and ckpt_lib.list_checkpoints(cfg.save_dir):
+        newest = ckpt_lib.list_checkpoints(cfg.save_dir)[0][1]
         raise FileExistsError(
-            f"{cfg.save_dir!r} already holds a checkpoint: pass --load_params to resume it, or "
-            "choose another --save_dir (nothing is overwritten)")
+            f"{cfg.save_dir!r} already holds a checkpoint ({os.path.basename(newest)} in "
+            f"{os.path.dirname(newest)}): pass --load_params to resume it, or choose another "
+            "--save_dir (nothing is overwritten)")
 
     objective = _objective(model_config)
 
@@ -381,19 +484,32 @@ def _train(cfg, log):
             import keras
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-        averages = PolyakAverage(model.trainable_variables, decay=cfg.polyak_decay)
+        # Deviation: the decay warms up as tf.train.ExponentialMovingAverage's with
+        # num_updates (min(decay, (1 + t) / (10 + t))); --nopolyak_warmup: the original's
+        # constant decay.
+        averages = PolyakAverage(model.trainable_variables, decay=cfg.polyak_decay,
+                                 warmup=cfg.polyak_warmup)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         data_state = _DataState(len(train_data.data))
     rng_state = {"rng": model.rng} if hasattr(model, "rng") else {}  # the baseline has none
-    checkpoint = tf.train.Checkpoint(model=model, averages=averages, optimizer=optimizer,
-                                     step=step, epoch=epoch, data=data_state, **rng_state)
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(worker_dir or cfg.save_dir, ckpt_lib.CKPT_SUBDIR),
-        max_to_keep=1 if worker_dir else 3)
+    parts = dict(model=model, averages=averages, optimizer=optimizer, step=step, epoch=epoch,
+                 data=data_state, **rng_state)
+    checkpoint = tf.train.Checkpoint(**parts)
+
+    def save_checkpoint():
+        # Verified before older checkpoints go (pixelcnn_pp/checkpoint.py); a failed save
+        # raises CheckpointSaveError naming the cause and the checkpoint to resume from.
+        ckpt_lib.save_checkpoint(checkpoint, ckpt_dir, int(step.numpy()),
+                                 max_to_keep=1 if worker_dir else 3)
 
     if resume_path:
-        checkpoint.restore(resume_path).assert_existing_objects_matched()
+        if PolyakAverage.counter_in_checkpoint(resume_path):
+            checkpoint.restore(resume_path).assert_existing_objects_matched()
+        else:  # written before the averages counted their updates: count from the step
+            tf.train.Checkpoint(**{**parts, "averages": averages.without_counter()}).restore(
+                resume_path).assert_existing_objects_matched()
+            averages.num_updates.assign(step)
         data_state.restore_into(train_data)
         for _ in range(int(data_state.batches_done.numpy())):
             next(train_data)  # skip the batches of this epoch already trained on
@@ -410,12 +526,15 @@ def _train(cfg, log):
         with strategy.scope():
             model.initialize(scale_images(x_init), h=one_hot_labels(y_init, num_classes))
             averages.reset()  # deviation: averages start from the data-initialised weights
-        train_data.reset()
+        # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
+        # batch in the same order, so a seed gives the original's batches.
         data_state.record_epoch_start(train_data)
 
     # ---- compiled steps (the same ones benchmarks/train_speed.py times)
     train_step, eval_step = make_steps(strategy, model, optimizer, averages, objective,
-                                       num_classes, jit_compile=cfg.jit_compile)
+                                       num_classes, jit_compile=cfg.jit_compile,
+                                       input_mutation_rate=cfg.input_mutation_rate,
+                                       l2_weight=cfg.l2_weight, mutation_seed=cfg.seed)
 
     def distributed(batches):
         return distribute_batches(strategy, batches, image_shape, global_batch, want_labels)
@@ -434,6 +553,16 @@ def _train(cfg, log):
     npz_path = os.path.join(cfg.save_dir, f"test_bpd_{cfg.data_set.replace(':', '_')}.npz")
     if resume_path and os.path.exists(npz_path):
         test_bpds = list(np.load(npz_path)["test_bpd"])
+    if resume_path and chief:
+        # Rows of epochs after the restored step (a fallback past a damaged checkpoint, or a
+        # run that went on after its last save) and of the epoch being resumed go to a side
+        # file, so that metrics.jsonl never holds an epoch twice; test_bpds likewise.
+        kept = _set_aside_metrics(metrics_path, int(step.numpy()), int(epoch.numpy()), log)
+        if kept is not None and len(test_bpds) > kept:
+            _atomic_savez(f"{npz_path[:-4]}.after-step-{int(step.numpy())}.npz",
+                          test_bpd=np.asarray(test_bpds[kept:]))
+            test_bpds = test_bpds[:kept]
+            _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
     written = []
 
     def save_outputs(ep, with_samples):
@@ -441,7 +570,7 @@ def _train(cfg, log):
             if with_samples:
                 _write_samples(cfg, model, averages, model_config, ep, writer, log)
             _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
-        manager.save(checkpoint_number=int(step.numpy()))
+        save_checkpoint()
 
     stop = None
     with _StopRequested() as stop:
@@ -449,17 +578,15 @@ def _train(cfg, log):
             ep = int(epoch.numpy())
             t0 = time.time()
             train_nats, train_images = 0.0, 0
-            done_before = int(data_state.batches_done.numpy())
-            n_batches = len(train_data) - done_before
+            position = int(train_data.get_state()["position"])
+            n_batches = (len(train_data.data) - position) // global_batch  # left this epoch
             ended_by = None
             for i, (x, y) in enumerate(distributed(train_data)):
                 lr = cfg.learning_rate * cfg.lr_decay ** (int(step.numpy()) + 1)
                 loss = float(train_step(x, y, tf.constant(lr, tf.float32)))
                 if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"the training loss became {loss} at step {int(step.numpy()) + 1}: "
-                        f"stopping; the last good checkpoint in {manager.directory} is kept. "
-                        "Try a lower --learning_rate.")
+                    raise NonFiniteLossError(_non_finite_message(
+                        loss, int(step.numpy()) + 1, ckpt_dir, cfg.learning_rate))
                 step.assign_add(1)
                 data_state.batches_done.assign_add(1)
                 if i == 0:
@@ -478,7 +605,7 @@ def _train(cfg, log):
                     break
             if ended_by == "signal":
                 log(f"\nsignal {stop.signum}: saving a checkpoint at step {int(step.numpy())}")
-                manager.save(checkpoint_number=int(step.numpy()))
+                save_checkpoint()
                 return written
             if ended_by is None:  # a full epoch
                 epoch.assign_add(1)
@@ -524,6 +651,49 @@ def _chief_and_scratch(strategy, save_dir):
                                 and "chief" not in resolver.cluster_spec().as_dict()):
         return True, None
     return False, os.path.join(save_dir, f".worker_{task_type}_{task_id}")
+
+
+def _non_finite_message(loss, at_step, ckpt_dir, learning_rate):
+    """What a NaN/inf loss means for the user: which checkpoint is kept, if any, and what to
+    change."""
+    newest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    lower = f"a lower --learning_rate (now {learning_rate:g})"
+    if newest is None:
+        return (f"the training loss became {loss} at step {at_step}: stopping. No checkpoint "
+                f"exists yet (the first is saved after epoch 0): run again with {lower}")
+    return (f"the training loss became {loss} at step {at_step}: stopping; the last good "
+            f"checkpoint, {newest}, is kept: resume from it with --load_params and {lower}")
+
+
+def _set_aside_metrics(path, step, epoch, log):
+    """Move the rows of metrics.jsonl with a step after ``step``, or of epoch ``epoch`` or later
+    (the one a resumed run is about to finish), to ``path.after-step-<step>`` (appended).
+    Returns how many rows stay (None when there is no file)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [l for l in f.read().splitlines() if l.strip()]
+    keep, aside = [], []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            later = row.get("step", 0) > step or row.get("epoch", -1) >= epoch
+        except (ValueError, AttributeError, TypeError):
+            later = False   # not ours to judge: stays where it was
+        (aside if later else keep).append(line)
+    if aside:
+        side = f"{path}.after-step-{step}"
+        with open(side, "a") as f:
+            f.write("".join(l + "\n" for l in aside))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(l + "\n" for l in keep))
+        os.replace(tmp, path)
+        log(f"set aside {len(aside)} row(s) of {path} after step {step} (the restored "
+            f"checkpoint's) in {side}")
+    return len(keep)
 
 
 def _atomic_savez(path, **arrays):

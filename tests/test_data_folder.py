@@ -10,6 +10,14 @@ from data import folder_data
 from data.loader import CorruptDatasetError, DatasetNotFoundError
 
 
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Every test caches in its own folder (never the user's ~/.cache)."""
+    d = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("PIXELCNN_CACHE_DIR", str(d))
+    return d
+
+
 def solid(w, h, colour, mode="RGB"):
     return Image.new(mode, (w, h), colour)
 
@@ -90,10 +98,12 @@ def test_channels_1_and_image_size(tmp_path):
     assert [xb.shape for xb, _ in loader] == [(4, 16, 16, 3)] * 3
 
 
-def test_cache_is_reused_and_refreshed_when_files_change(tmp_path, monkeypatch):
+def test_cache_is_reused_and_refreshed_when_files_change(tmp_path, monkeypatch, cache_in_tmp):
     make_tree(tmp_path)
     first, _, _ = folder_data.load(str(tmp_path), "train")
-    assert (tmp_path / "pixelcnn_cache_32x32_rgb.npz").is_file()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".npz")]   # not beside the data
+    caches = [f for f in os.listdir(cache_in_tmp) if f.endswith("_32x32_rgb.npz")]
+    assert len(caches) == 1 and caches[0].startswith(f"folder_{tmp_path.name}_")
     real_read = folder_data.read_image
     monkeypatch.setattr(folder_data, "read_image", lambda *a: pytest.fail("cache not used"))
     np.testing.assert_array_equal(folder_data.load(str(tmp_path), "train")[0], first)
@@ -117,6 +127,125 @@ def test_errors(tmp_path):
     solid(8, 8, (0, 0, 0)).save(bad / "ok.png")
     (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(CorruptDatasetError, match="broken.jpg"):
+        folder_data.load(str(bad), "train", strict=True)
+    (bad / "ok.png").unlink()
+    with pytest.raises(CorruptDatasetError, match="none of the 1 image files.*broken.jpg"):
         folder_data.load(str(bad), "train")
     with pytest.raises(ValueError, match="channels"):
         folder_data.load(str(bad), "train", channels=4)
+
+
+def png_by_hand(path, a, bitdepth, colortype):
+    """A PNG written byte by byte (16-bit ones, which imageio and Pillow do not write for
+    RGB): a (H, W[, C]) array; colortype 0 gray, 2 RGB."""
+    import struct
+    import zlib
+    h = a.shape[0]
+    raw = b"".join(b"\0" + a[y].astype(">u2" if bitdepth == 16 else "u1").tobytes()
+                   for y in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", a.shape[1], h, bitdepth,
+                                                  colortype, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def odd_folder(root):
+    """One class of a good photo, odd images and broken files; returns the expected pixel of
+    each readable image, by file name."""
+    root.mkdir()
+    solid(40, 40, (10, 20, 30)).save(root / "a_photo.png")
+    solid(64, 48, 77, mode="L").save(root / "b_gray.png")
+    solid(40, 40, (255, 0, 0, 0), mode="RGBA").save(root / "c_rgba_clear.png")     # onto white
+    solid(40, 40, (0, 0, 255, 255), mode="RGBA").save(root / "d_rgba_opaque.png")  # alpha dropped
+    pal = Image.new("P", (36, 36), 1)
+    pal.putpalette([0, 0, 0, 0, 200, 100] + [0] * 762)
+    pal.save(root / "e_palette.png")
+    png_by_hand(root / "f_gray16.png", np.full((40, 40), 0x9A00, np.uint16), 16, 0)
+    rgb16 = np.zeros((40, 40, 3), np.uint16)
+    rgb16[...] = (0x1234, 0x8000, 0xFFFF)
+    png_by_hand(root / "g_rgb16.png", rgb16, 16, 2)
+    solid(3, 2, (50, 60, 70)).save(root / "h_tiny.png")                             # enlarged
+    good = (root / "a_photo.png").read_bytes()
+    (root / "x_truncated.png").write_bytes(good[:len(good) // 2])
+    (root / "y_named_png.png").write_text("not an image at all")
+    (root / "z_notes.txt").write_text("notes")
+    return {"a_photo.png": (10, 20, 30), "b_gray.png": (77, 77, 77),
+            "c_rgba_clear.png": (255, 255, 255), "d_rgba_opaque.png": (0, 0, 255),
+            "e_palette.png": (0, 200, 100), "f_gray16.png": (0x9A, 0x9A, 0x9A),
+            "g_rgb16.png": (0x12, 0x80, 0xFF), "h_tiny.png": (50, 60, 70)}
+
+
+def test_odd_images_are_converted_and_broken_files_skipped_with_one_warning(tmp_path, capfd):
+    want = odd_folder(tmp_path / "odd")
+    folder_data._warned.clear()
+    loader = folder_data.DataLoader(str(tmp_path / "odd"), "train", 2)
+    names = [os.path.basename(f) for f in loader.files]
+    assert names == sorted(want)                        # data order; broken ones left out
+    for name, x in zip(names, loader.data):
+        np.testing.assert_array_equal(x, np.broadcast_to(want[name], (32, 32, 3)), err_msg=name)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err                           # one warning naming them all
+    assert "skipped 2 of 10 image files" in err[0]
+    assert "x_truncated.png" in err[0] and "y_named_png.png" in err[0]
+    assert "ignored 1 file(s)" in err[0] and "z_notes.txt" in err[0]
+    # From the cache: the same images, and the test split does not warn again.
+    # The split is over every listed image file: the 10th, y_named_png.png, is the test one.
+    assert len(folder_data.load(str(tmp_path / "odd"), "test")[0]) == 0
+    again = folder_data.DataLoader(str(tmp_path / "odd"), "train", 2)
+    np.testing.assert_array_equal(again.data, loader.data)
+    assert capfd.readouterr().err == ""
+    # strict: one error listing every unusable file
+    with pytest.raises(CorruptDatasetError) as e:
+        folder_data.DataLoader(str(tmp_path / "odd"), "train", 2, strict=True)
+    assert "2 of the 10 image files" in str(e.value)
+    assert "x_truncated.png" in str(e.value) and "y_named_png.png" in str(e.value)
+
+
+def test_many_broken_files_are_listed_in_a_file_the_warning_names(tmp_path, capfd):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(3):
+        solid(8, 8, (i, i, i)).save(root / f"good{i}.png")
+    for i in range(folder_data.MAX_NAMES + 5):
+        (root / f"bad{i:02d}.jpg").write_bytes(b"\xff\xd8 broken")
+    folder_data._warned.clear()
+    x, _, _ = folder_data.load(str(root), "train", image_size=8)
+    assert len(x) == 3
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"skipped {folder_data.MAX_NAMES + 5} of 18" in err[0]
+    listed = err[0].split("the list is in ")[1].split(" (first")[0]
+    lines = open(listed).read().splitlines()
+    assert [os.path.basename(l.split("\t")[0]) for l in lines] == \
+        [f"bad{i:02d}.jpg" for i in range(folder_data.MAX_NAMES + 5)]
+
+
+def test_a_read_only_folder_works_and_nothing_is_written_into_it(tmp_path, cache_in_tmp):
+    make_tree(tmp_path / "ro")
+    root = tmp_path / "ro"
+    before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
+    modes = {p: p.stat().st_mode for p in [root, *root.rglob("*")]}
+    for p in [*root.rglob("*"), root]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        x, _, _ = folder_data.load(str(root), "train")
+        x2, _, _ = folder_data.load(str(root), "train")          # from the cache
+        assert x.shape == (15, 32, 32, 3)
+        np.testing.assert_array_equal(x, x2)
+    finally:
+        for p, m in modes.items():
+            p.chmod(m)
+    assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == before
+    assert any(f.endswith(".npz") for f in os.listdir(cache_in_tmp))
+
+
+def test_files_follow_the_split(tmp_path):
+    make_tree(tmp_path)
+    train = folder_data.DataLoader(str(tmp_path), "train", 1)
+    test = folder_data.DataLoader(str(tmp_path), "test", 1)
+    assert test.files == [str(tmp_path / "cats" / "c09.png")]
+    assert len(train.files) == len(train.data) == 15 and test.files[0] not in train.files
+    assert train.files[11:] == [str(tmp_path / "dogs" / f) for f in
+                                ("clear.png", "gray.png", "photo.jpeg", "tiny.PNG")]

@@ -98,6 +98,19 @@ def test_next_with_a_count_as_the_original_train_py_uses_for_init():
     np.testing.assert_array_equal(ids(next(loader)), np.arange(B))
 
 
+@pytest.mark.parametrize("init_batch_size", [B, 2 * B, 3])
+def test_init_batch_then_training_follow_the_originals_order(init_batch_size):
+    # The original's train.py: init batch = first init_batch_size images of the first
+    # permutation; the pointer then moves by batch_size (whatever the count) and training goes
+    # on in that permutation, so epoch 0 has one batch fewer.
+    loader = DataLoader(images(), None, B, np.random.RandomState(5), shuffle=True)
+    perm = np.random.RandomState(5).permutation(N)
+    np.testing.assert_array_equal(ids(loader.next(init_batch_size)), perm[:init_batch_size])
+    epoch0 = [ids(x) for x in loader]
+    assert len(epoch0) == N // B - 1
+    np.testing.assert_array_equal(np.concatenate(epoch0), perm[B:B * (N // B)])
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(data=images(), labels=None, batch_size=B, return_labels=True), "no labels"),
     (dict(data=images(), labels=None, batch_size=N + 1), "batch_size"),

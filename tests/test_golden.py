@@ -1,5 +1,7 @@
 """Equivalence with outputs of the original TF1 code (tests/data/golden, see its README)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,9 +10,10 @@ import pixelcnn_pp
 from pixelcnn_pp.convert import assign_tf1_variables, export_tf1_variables, load_tf1_checkpoint
 from pixelcnn_pp.optim import PolyakAverage
 
-from helpers import GOLDEN_CKPT, golden, golden_group, golden_model
+from helpers import GOLDEN_CKPT, GOLDEN_DIR, golden, golden_group, golden_model
 
 D = golden()
+GOLDEN_ORDERED_NPZ = os.path.join(GOLDEN_DIR, "shared_small_ordered.npz")
 LR0, LR_DECAY, POLYAK = 1e-3, 0.999995, 0.9995
 
 
@@ -32,10 +35,18 @@ def test_forward_and_loss_from_ddi_weights():
     out = model(D["x"]).numpy()
     assert out.shape == D["out"].shape == (3, 16, 16, 40)
     assert rel_err(out, D["out"]) <= 1e-5
+    # The loss carries its own float32 round-off, which inputs differing in their last bits
+    # (another machine's convolutions) draw anew: an inner bin's mass is cdf_plus - cdf_min, a
+    # difference of two sigmoids near 1 that float32 rounds to ~u = 6e-8 absolute, relative
+    # u / cdf_delta: up to 6e-3 nats for the thinnest bins the original keeps (> 1e-5). Summed
+    # over an image's 768 channel terms (responsibility-weighted), these bounds add up to
+    # ~1.5e-5 of its ~5,000 nats if all aligned and to ~2e-6 as a random walk; the first-order
+    # effect of the output error (3e-7 of the output's scale) adds ~2e-7. Per image: 1e-5,
+    # under the aligned bound; the sum of 3 images averages: 5e-6.
     loss = float(pixelcnn_pp.discretized_mix_logistic_loss(D["x"], out))
-    assert abs(loss - float(D["loss"])) / abs(float(D["loss"])) <= 1e-6
+    assert abs(loss - float(D["loss"])) / abs(float(D["loss"])) <= 5e-6
     per_image = pixelcnn_pp.nll_per_image(D["x"], out).numpy()
-    np.testing.assert_allclose(per_image, D["loss_per_image"], rtol=1e-6)
+    np.testing.assert_allclose(per_image, D["loss_per_image"], rtol=1e-5)
     # The loss of the golden output itself is the original's loss to the last float.
     assert float(pixelcnn_pp.discretized_mix_logistic_loss(D["x"], D["out"])) == pytest.approx(
         float(D["loss"]), rel=1e-7)
@@ -83,6 +94,34 @@ def _summed_lr(k):
     return sum(LR0 * LR_DECAY ** (j + 1) for j in range(k))
 
 
+def assert_adam_steps_agree(ours, ref, k, slr, what=""):
+    """Two computations of the same k Adam steps (dicts name -> array) agree up to float32
+    round-off as Adam propagates it (slr: the summed learning rate of the k steps).
+
+    Adam divides each gradient by its own scale, so the error analysis is per element:
+    - a weight is a float32 near |p| <= 1, rounded after each step: 2^-24 |p| each, a few
+      1e-5 of slr; from step 2 on, m / sqrt(v) mixes two gradients, so their relative
+      float32 error (~1e-5..1e-4 for sums over thousands of terms) moves every step by that
+      share of lr. The median element is thus within 2e-4 of slr (a wrong formula moves it
+      by its own relative error, a wrong beta by ~(1 - beta) or more).
+    - at step 1 the update is lr g / sqrt(g^2 + eps), ~lr sign(g) unless |g| is within a
+      few sqrt(eps) = 1e-4 of zero; there a gradient error dg moves it by ~lr dg / 1e-4 and
+      a sign flip by 2 lr. Few elements lie there: at most 0.5% may be off by more than
+      1e-3 of slr (a misplaced epsilon moves every element with |g| < 2e-3 by more).
+    - from step 2 on, elements whose gradient is itself small against its array's float32
+      noise (relative error >~ 1e-2) can also be off: at most 0.5% beyond 1e-2 of slr.
+    - no element can move by more than lr per step: all within 2 slr.
+    """
+    assert set(ours) == set(ref), what
+    d = np.concatenate([np.abs(np.asarray(ours[n], np.float64) - ref[n]).ravel()
+                        for n in ref]) / slr
+    far = 1e-3 if k == 1 else 1e-2
+    stats = (what, k, float(np.median(d)), float(np.mean(d > far)), float(d.max()))
+    assert np.median(d) <= 2e-4, stats
+    assert np.mean(d > far) <= 0.005, stats
+    assert d.max() <= 2.0 + 1e-7 / slr, stats
+
+
 @pytest.fixture(scope="module")
 def our_steps():
     model = golden_model()
@@ -117,8 +156,38 @@ def test_three_adam_steps_equal_a_float64_computation(our_steps):
     finally:
         keras.config.set_dtype_policy("float32")
     for k in (1, 2, 3):
-        frac = _fractions_within(our_steps[k - 1], ref[k - 1], 1e-3 * _summed_lr(k))
-        assert frac >= 0.995, (k, frac)
+        assert_adam_steps_agree(our_steps[k - 1], ref[k - 1], k, _summed_lr(k), "float64")
+
+
+def test_three_adam_steps_agree_with_the_original_computed_without_its_race(our_steps):
+    """shared_small_ordered.npz: the original's own steps with the gradients computed before
+    its Adam assignments (its train op leaves them unordered, see the README there)."""
+    ordered = np.load(GOLDEN_ORDERED_NPZ)
+    for k in (1, 2, 3):
+        assert_adam_steps_agree(our_steps[k - 1], golden_group(ordered, f"ordered_step{k}/"), k,
+                                _summed_lr(k), "the original, ordered")
+
+
+def test_adam_alone_equals_the_originals_adam_updates():
+    """The original's nn.py: adam_updates fed the same float32 gradients (1e-7..1)."""
+    import keras
+    ordered = np.load(GOLDEN_ORDERED_NPZ)
+    for i in range(3):
+        p0 = ordered[f"adam_p0_{i}"]
+        var = keras.Variable(p0)
+        opt = pixelcnn_pp.optim.Adam(learning_rate=LR0)
+        opt.build([var])
+        for t in (1, 2, 3):
+            opt.learning_rate = LR0 * LR_DECAY ** t
+            opt.apply_gradients([(tf.constant(ordered[f"adam_g{t}_{i}"]), var)])
+            theirs = ordered[f"adam_step{t}_{i}"]
+            # The distance moved agrees to 1e-6 relative (the same float32 operations, maybe
+            # contracted differently); beyond that each computation rounds the weight to its
+            # float32 spacing after each of the t steps: up to t spacings apart.
+            moved = np.abs(theirs.astype(np.float64) - p0)
+            tol = 1e-6 * moved + t * np.spacing(np.abs(theirs))
+            err = np.abs(var.numpy().astype(np.float64) - theirs)
+            assert np.all(err <= tol), (i, t, float(np.max(err / tol)))
 
 
 def test_polyak_averages_reproduce_the_originals():
@@ -129,7 +198,8 @@ def test_polyak_averages_reproduce_the_originals():
     model = golden_model()
     variables = model.tf1_variables()
     names = sorted(variables)
-    avg = PolyakAverage([variables[n] for n in names], decay=POLYAK)
+    # The original's constant decay (no warm-up).
+    avg = PolyakAverage([variables[n] for n in names], decay=POLYAK, warmup=False)
     avg.reset([golden_group(D, "init/")[n] for n in names])
     for prefix in ("ddi/", "step1/", "step2/"):
         assign_tf1_variables(model, golden_group(D, prefix))

@@ -71,7 +71,7 @@ def test_a_run_leaves_checkpoint_metrics_samples_and_bpd(tmp_path):
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["epoch"] for l in lines] == [0, 1] and lines == metrics
     assert {"epoch", "step", "train_bpd", "test_bpd", "seconds", "lr"} <= set(lines[0])
-    assert lines[1]["step"] == 16  # 64 images / batch 8, two epochs
+    assert lines[1]["step"] == 15  # 64 images / batch 8: 7 batches after the init batch, then 8
     assert lines[1]["train_bpd"] < lines[0]["train_bpd"]
     bpd = np.load(tmp_path / "test_bpd_tinyset_DataLoader.npz")["test_bpd"]
     np.testing.assert_allclose(bpd, [l["test_bpd"] for l in lines])
@@ -81,6 +81,17 @@ def test_a_run_leaves_checkpoint_metrics_samples_and_bpd(tmp_path):
     from pixelcnn_pp.evaluation import evaluate_checkpoint
     res = evaluate_checkpoint(save_dir=str(tmp_path), batch_size=8)
     assert res["test_bpd"] == pytest.approx(lines[-1]["test_bpd"], rel=1e-5)
+
+
+def test_init_batch_and_first_batches_are_the_originals_for_the_seed(tmp_path):
+    # The original's train.py: RandomState(seed) permutes the training set once; the init batch
+    # is its first init_batch_size images and training goes on from position batch_size of the
+    # same order (no second permutation before epoch 0).
+    train(tiny_cfg(tmp_path, max_steps=2, seed=3))
+    reader = tf.train.load_checkpoint(ckpt_lib.latest_checkpoint(str(tmp_path)))
+    value = lambda name: reader.get_tensor(f"data/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa
+    np.testing.assert_array_equal(value("order"), np.random.RandomState(3).permutation(64))
+    assert int(value("position")) == 8 and int(value("batches_done")) == 2
 
 
 @pytest.mark.parametrize("dropout_p", [0.0, 0.5])
@@ -150,7 +161,7 @@ def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     assert "saving a checkpoint" in out
     path = ckpt_lib.latest_checkpoint(str(tmp_path))
     step = int(path.rsplit("-", 1)[1])
-    assert step > 8  # saved after epoch 0's checkpoint, mid-run
+    assert step > 7  # epoch 0 ends at step 7 (8 batches less the init batch): saved later
     model, _ = ckpt_lib.load_model(str(tmp_path))  # loadable
 
 
