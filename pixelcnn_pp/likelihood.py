@@ -1,4 +1,4 @@
-"""The discretized logistic mixture likelihood (SPEC.md §3) and the energy-distance loss.
+"""The discretized logistic mixture likelihood (docs/ORIGINAL.md §3) and the energy-distance loss.
 
 ``l`` is the network output, (B, H, W, P) with P = 10M for RGB: M mixture logits, then per
 colour channel M means, M log-scales and M raw coupling coefficients (reshaped to
@@ -102,7 +102,7 @@ def _component_log_probs(x, l):
 def discretized_mix_logistic_log_prob(x, l):
     """log p(pixel) in nats for every pixel: x (B, H, W, C) in [-1, 1], l (B, H, W, P) -> (B, H, W).
 
-    Exactly the original's computation (SPEC §3), including its edge and tail cases.
+    Exactly the original's computation (docs/ORIGINAL.md §3), including its edge and tail cases.
     """
     log_probs, log_pi = _component_log_probs(x, l)
     log_probs = tf.reduce_sum(log_probs, axis=-2) + log_pi
@@ -164,7 +164,7 @@ def uniform_noise(shape, seed=None):
 
 
 def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, noise=None):
-    """Draw one value per pixel (SPEC §3): l (B, H, W, P) -> (B, H, W, C) in [-1, 1].
+    """Draw one value per pixel (docs/ORIGINAL.md §3): l (B, H, W, P) -> (B, H, W, C) in [-1, 1].
 
     The mixture component is picked by Gumbel-max with u_mix (B, H, W, M) and the logistic
     sample uses u (B, H, W, C), both U(1e-5, 1 - 1e-5). Pass ``noise=(u_mix, u)`` to supply
@@ -198,7 +198,7 @@ def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, n
 
 
 def energy_distance_loss(x, samples):
-    """The original's energy-distance objective (SPEC §2).
+    """The original's energy-distance objective (docs/ORIGINAL.md §2).
 
     x: (B, H, W, 3) in [-1, 1]; samples: (N, B, H, W, 3) (N = 10 from the model's head).
     2 mean_i S(x, x_i) - mean_{i<j} S(x_i, x_j), S(a, b) = sum over pixels of

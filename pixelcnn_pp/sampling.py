@@ -2,7 +2,7 @@
 
     images = sample(model, batch_size, image_shape=(H, W, 3), h=None, seed=0, method="fast")
 
-**naive** is the original algorithm (SPEC.md §3): start from zeros and, for every pixel in
+**naive** is the original algorithm (docs/ORIGINAL.md §3): start from zeros and, for every pixel in
 raster order, run the whole network on the current image and copy the pixel sampled at that
 position in; H·W full passes per batch. Each row's W passes run as one compiled loop.
 

@@ -325,7 +325,7 @@ def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
     line = 7 * ts + 6
     lo, hi = float(nll_bits.min()), float(nll_bits.max())
     labels = [_fmt(hi), _fmt((lo + hi) / 2), _fmt(lo)]
-    label_w = max(_text_width(t, ts) for t in labels)
+    label_w = max([_text_width("000.00", ts)] + [_text_width(t, ts) for t in labels])
     margin, gap, bar_w = 10, 10, 16
     ph, pw = H * s, W * s
     captions = ["NLL PER PIXEL IN BITS: " + f"{_fmt(lo)} TO {_fmt(hi)}"]

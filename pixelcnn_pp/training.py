@@ -1,7 +1,7 @@
 """The training loop of the original train.py on TensorFlow 2's distribution machinery.
 
 ``train(TrainConfig(...))`` is what ``train.py`` calls after parsing flags; tests call it too.
-Semantics follow SPEC.md §4: data-dependent init once on ``init_batch_size`` images, the
+Semantics follow the original's train.py (docs/ORIGINAL.md §4): data-dependent init once on ``init_batch_size`` images, the
 gradient of the summed NLL over the global batch (per-replica sums, added), the original's
 Adam with the learning rate decayed before every step, Polyak averages for test bits/dim
 and samples, dropout in training only.

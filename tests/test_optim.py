@@ -10,7 +10,7 @@ from pixelcnn_pp.optim import PolyakAverage
 
 
 def reference_adam(p, grads, lrs, b1=0.95, b2=0.9995, eps=1e-8):
-    """SPEC §4 in float64."""
+    """The original's nn.py: adam_updates, in float64."""
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
@@ -76,7 +76,7 @@ def test_learning_rate_can_be_assigned_inside_a_tf_function():
 
 def test_polyak_average_update_reset_and_swap():
     v = tf.Variable([1.0, 2.0])
-    avg = PolyakAverage([v], decay=0.9)
+    avg = PolyakAverage([v], decay=0.9, warmup=False)  # constant decay (warm-up: test_polyak)
     np.testing.assert_array_equal(avg.averages[0].numpy(), [1.0, 2.0])  # starts at the values
     v.assign([3.0, 4.0])
     avg.update()
