@@ -14,5 +14,5 @@ setup(
     include_package_data=True,
     package_data={"data": ["demo/*.npz", "demo/*.md"]},
     install_requires=["tensorflow>=2.16", "numpy", "imageio", "absl-py", "tensorboard"],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-xdist"]},
 )

@@ -64,6 +64,7 @@ flags.DEFINE_boolean("polyak_warmup", _D.polyak_warmup,
                      "Warm the Polyak decay up as TF's ExponentialMovingAverage with num_updates: "
                      "min(decay, (1 + t) / (10 + t)) at update t; --nopolyak_warmup keeps the "
                      "original's constant decay")
+cli.define_fast_ops_flag(_D.fast_ops)
 flags.DEFINE_boolean("quiet", _D.quiet, "Print nothing but errors")
 flags.DEFINE_boolean("strict_images", _D.strict_images,
                      "--data_set folder: stop with a list of the unreadable or unusable image "

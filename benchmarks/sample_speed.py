@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
-import numpy as np  # noqa: E402
+
 import tensorflow as tf  # noqa: E402
 
 from pixelcnn_pp import sampling  # noqa: E402
@@ -110,7 +110,7 @@ def _profile(model, B, size, jit):
     fs = sampling._get_sampler(model, "fast", B, size, size, False, jit)
     w = fs._weights(None)
     st = fs._initial_state()
-    noise = [n[0] for n in sampling._rows_noise(tf.constant(0, tf.int64), tf.constant(5), 1,
+    noise = [n[0] for n in sampling.rows_noise(tf.constant(0, tf.int64), tf.constant(5), 1,
                                                 size, B, fs.M, 3, False)]
 
     def row_level(t, st, w, i):

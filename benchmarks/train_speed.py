@@ -163,7 +163,8 @@ def main(argv):
     from pixelcnn_pp import PixelCNNPP
     from pixelcnn_pp.likelihood import discretized_mix_logistic_loss
     from pixelcnn_pp.optim import Adam, PolyakAverage
-    from pixelcnn_pp.training import (distribute_batches, freeze_traced_objects, make_steps,
+    from pixelcnn_pp.fast_ops import freeze_gc
+    from pixelcnn_pp.training import (distribute_batches, make_steps,
                                       make_strategy, scale_images)
 
     if F.precision != "float32":
@@ -219,7 +220,7 @@ def main(argv):
     t0 = time.perf_counter()
     run(train_step, it, F.warmup, (lr,))
     if F.gc_freeze:
-        freeze_traced_objects()  # as train() does after its first step
+        freeze_gc()  # as train() does after its first step
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     losses, train_steps, train_waits = run(train_step, it, F.steps, (lr,))

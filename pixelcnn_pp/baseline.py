@@ -141,6 +141,8 @@ class PixelCNN(keras.Model):
         self.num_layers = int(num_layers)
         self.num_filters = F = int(num_filters)
         self.num_channels = C = int(num_channels)
+        self.num_classes = None       # unconditional
+        self.rng = None               # no dropout: no generator to checkpoint
         self.residual = bool(residual)
         self.conv_in = MaskedConv2D(F, 7, "A", C)
         for i in range(self.num_layers):
@@ -186,6 +188,29 @@ class PixelCNN(keras.Model):
         (Not named ``loss``: keras.Model reserves that attribute for ``compile``.)
         """
         return softmax_nll(x, out, sum_all=sum_all)
+
+    def objective(self, x, out):
+        """The training objective summed over the batch, in nats: ``softmax_nll``. The
+        interface PixelCNNPP offers too."""
+        return softmax_nll(x, out)
+
+    def nll_per_image(self, x, out):
+        """(B,) negative log-likelihood of each image, nats."""
+        return softmax_nll(x, out, sum_all=False)
+
+    def subpixel_log_prob(self, x, out):
+        """(B, H, W, C) log p of each sub-pixel given all before it, nats."""
+        return softmax_log_prob(x, out)
+
+    def sample_images(self, batch_size, image_shape, h=None, seed=0, method=None,
+                      jit_compile=None, progress=None):
+        """``sample(self, ...)``, the interface PixelCNNPP offers too. The baseline has one
+        sampler (one graph of a full pass per sub-pixel): ``method`` and ``jit_compile`` are
+        not used; ``progress(H, H)`` is called once, when the images are done."""
+        x = sample(self, batch_size, image_shape, h=h, seed=seed)
+        if progress is not None:
+            progress(int(image_shape[0]), int(image_shape[0]))
+        return x
 
 
 # ---------------------------------------------------------------------------- likelihood

@@ -1,4 +1,5 @@
-"""How every entry point (train.py, eval.py, sample.py, score.py) reports a user's mistake.
+"""What every entry point (train.py, eval.py, sample.py, score.py) shares: how a user's mistake
+is reported, the flags naming a trained model, and the progress bar.
 
     import os
     os.environ.setdefault("PIXELCNN_QUIET_TF", "1")   # first line: TensorFlow's start-up logs off
@@ -32,7 +33,8 @@ import sys
 from absl import app, flags
 
 __all__ = ["UserError", "UsageError", "RunError", "USER_ERRORS", "run", "error_line",
-           "is_user_error", "quiet_tensorflow_import"]
+           "is_user_error", "quiet_tensorflow_import", "MODEL_FLAGS", "define_model_flags",
+           "define_fast_ops_flag", "model_source", "tf1_model", "check_at_least", "ProgressBar"]
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,3 +158,107 @@ def run(name, main, argv=None):
         sys.stderr.write(error_line(name, e) + f" (see {name} --help)\n")
         sys.exit(EXIT_USAGE)
     app.run(guarded, argv=argv, flags_parser=lambda a: a)
+
+
+# ---------------------------------------------------------------------------- shared flags
+MODEL_FLAGS = ("nr_resnet", "nr_filters", "nr_logistic_mix", "resnet_nonlinearity",
+               "num_classes", "energy_distance")
+
+
+def define_model_flags():
+    """The flags eval.py, sample.py and score.py name a trained model with: ``--save_dir``
+    (a run of train.py, which records its own configuration) or ``--tf1_checkpoint`` with
+    the model flags it was trained with, and ``--fast_ops``."""
+    flags.DEFINE_string("save_dir", None, "a save_dir written by train.py (its config.json "
+                        "says what model it holds)")
+    flags.DEFINE_string("tf1_checkpoint", None, "an original TF1 checkpoint prefix (e.g. "
+                        "dir/params_cifar.ckpt) or its directory; give the model flags below")
+    flags.DEFINE_integer("nr_resnet", 5, "TF1 checkpoint: gated resnets per stage")
+    flags.DEFINE_integer("nr_filters", 160, "TF1 checkpoint: filters per layer")
+    flags.DEFINE_integer("nr_logistic_mix", 10, "TF1 checkpoint: logistic mixture components")
+    flags.DEFINE_enum("resnet_nonlinearity", "concat_elu", ["concat_elu", "elu", "relu"],
+                      "TF1 checkpoint: nonlinearity")
+    flags.DEFINE_integer("num_classes", 0, "TF1 checkpoint: classes of a class-conditional "
+                         "model (0: unconditional)")
+    flags.DEFINE_bool("energy_distance", False, "TF1 checkpoint: energy-distance head")
+    define_fast_ops_flag()
+
+
+def define_fast_ops_flag(default=True):
+    flags.DEFINE_bool("fast_ops", default, "the faster computations of pixelcnn_pp/fast_ops.py "
+                      "(the same formulas); --nofast_ops: the original's ops only")
+
+
+def model_source(F, image_shape=None):
+    """The keyword arguments of ``checkpoint.load_for_inference`` the flags name:
+    ``{"save_dir": ...}``, or ``{"tf1_checkpoint": ..., "model_config": ModelConfig}`` with
+    the model flags and ``image_shape`` (H, W, C). Checks that exactly one is given and that
+    the model flags go with a TF1 checkpoint only (UsageError). Also sets the fast_ops switch
+    from --fast_ops."""
+    from pixelcnn_pp import fast_ops
+    if not F.save_dir and not F.tf1_checkpoint:
+        raise UsageError("give --save_dir (a run of train.py) or --tf1_checkpoint")
+    if F.save_dir and F.tf1_checkpoint:
+        raise UsageError("give --save_dir or --tf1_checkpoint, not both")
+    fast_ops.enable(F.fast_ops)
+    if F.save_dir:
+        given = [f"--{n}" for n in MODEL_FLAGS if F[n].present]
+        if given:
+            raise UsageError(f"{', '.join(given)}: the model flags are for --tf1_checkpoint; "
+                             "a save_dir has its own config.json")
+        return {"save_dir": F.save_dir}
+    from pixelcnn_pp.config import ModelConfig
+    return {"tf1_checkpoint": F.tf1_checkpoint, "model_config": ModelConfig(
+        image_shape=tuple(image_shape or (32, 32, 3)), dropout_p=0.0, **tf1_model(F))}
+
+
+def tf1_model(F):
+    """The model flags as ModelConfig arguments (what a TF1 checkpoint was trained with)."""
+    return dict(nr_resnet=F.nr_resnet, nr_filters=F.nr_filters,
+                nr_logistic_mix=F.nr_logistic_mix, resnet_nonlinearity=F.resnet_nonlinearity,
+                num_classes=F.num_classes or None, energy_distance=F.energy_distance)
+
+
+def check_at_least(F, **lows):
+    """UsageError for the first flag (name=lowest allowed value) below its bound."""
+    for name, low in lows.items():
+        v = F[name].value
+        if v is not None and v < low:
+            raise UsageError(f"--{name} must be an integer >= {low}; got {v}")
+
+
+# ---------------------------------------------------------------------------- progress
+class ProgressBar:
+    """``bar(done, total, extra="")``: one line, redrawn, with a bar, ``unit done/total``,
+    images per second and the seconds elapsed. ``images_per_unit``: images per counted unit
+    (1 for images, the batch size for steps, batch / H for image rows). ``tty_only``: draw
+    only when the stream is a terminal."""
+
+    def __init__(self, label="", unit="images", images_per_unit=1.0, stream=None,
+                 tty_only=False, width=30):
+        import time
+        self._time = time.time
+        self.stream = stream or sys.stderr
+        self.label = f"{label} " if label else ""
+        self.unit, self.images_per_unit, self.width = unit, float(images_per_unit), width
+        self.start = time.time()
+        self.enabled = not tty_only or (hasattr(self.stream, "isatty") and self.stream.isatty())
+
+    def __call__(self, done, total, extra=""):
+        if not self.enabled:
+            return
+        elapsed = max(self._time() - self.start, 1e-9)
+        n = int(self.width * done / max(total, 1))
+        rate = done * self.images_per_unit / elapsed
+        self.stream.write(f"\r{self.label}[{'#' * n}{'.' * (self.width - n)}] {self.unit} "
+                          f"{done}/{total}  {rate:.3g} images/s  {elapsed:.0f}s"
+                          + (f"  {extra}" if extra else ""))
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def end(self):
+        """End the line (a loop that stopped before ``total``)."""
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

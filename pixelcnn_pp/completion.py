@@ -18,7 +18,7 @@ import os
 import imageio.v2 as imageio
 import numpy as np
 
-from pixelcnn_pp import plotting, sampling
+from pixelcnn_pp import plotting, sample_files, sampling
 
 __all__ = ["IMAGE_EXTENSIONS", "FILL", "load_images", "to_model_range", "kept_part",
            "completion_grid", "complete_to_files"]
@@ -140,8 +140,8 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     source: a path for ``load_images`` (its images must have ``image_shape``). given_rows:
     the top rows kept (default: half of them, H // 2). The N · num_samples completions are
     drawn in batches of ``batch_size`` (completion s of image n is number n · num_samples +
-    s; the last batch is filled up and cut), batch b with ``sampling.batch_seed(seed, b)``,
-    as sample.py's samples. labels: as ``sampling.sample_labels``, one per image (all its
+    s; the last batch is filled up and cut), batch b with ``sample_files.batch_seed(seed, b)``,
+    as sample.py's samples. labels: as ``sample_files.sample_labels``, one per image (all its
     completions share it).
 
     Writes ``out`` (a PNG grid, ``completion_grid`` of the first 100 images) and ``out``
@@ -167,7 +167,7 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     originals = load_images(source, (H, W, C))
     N, S = len(originals), int(num_samples)
     num_classes = getattr(model, "num_classes", None)
-    y = sampling.sample_labels(labels, N, num_classes)
+    y = sample_files.sample_labels(labels, N, num_classes)
     completions = _complete_in_batches(model, originals, S, batch_size, given_rows * W, y,
                                        seed, method, jit_compile, progress)
     _write(out, originals, completions, given_rows * W, y, seed)
@@ -188,7 +188,7 @@ def _complete_in_batches(model, originals, num_samples, batch_size, num_given, y
         report = None if progress is None else (
             lambda r, _, b=b: progress(b * H + r, batches * H))
         chunks.append(sampling.complete(model, to_model_range(originals[idx]), num_given,
-                                        h=h, seed=sampling.batch_seed(seed, b),
+                                        h=h, seed=sample_files.batch_seed(seed, b),
                                         method=method, jit_compile=jit_compile,
                                         progress=report))
     x = plotting.images_to_uint8(np.concatenate(chunks)[:len(source)])

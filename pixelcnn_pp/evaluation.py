@@ -1,28 +1,25 @@
 """Test bits/dim of a trained model: ours (a save_dir) or the original's TF1 checkpoint."""
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.config import ModelConfig
+from pixelcnn_pp.likelihood import bits_per_dim
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
 
 def test_bits_per_dim(model, config, loader, max_batches=None):
     """Mean bits/dim of the loader's images under the model (as loaded: no swapping here)."""
-    from pixelcnn_pp.training import _objective, scale_images
-    objective = _objective(config)
-    H, W, C = config.image_shape
+    from pixelcnn_pp.training import scale_images
     k = config.num_classes
 
     @tf.function
     def step(x, y):
         x = scale_images(x)
         h = tf.one_hot(y, k) if k else None
-        return objective(x, model(x, h=h, training=False))
+        return model.objective(x, model(x, h=h, training=False))
 
     total, n = 0.0, 0
     for i, batch in enumerate(loader):
@@ -33,7 +30,7 @@ def test_bits_per_dim(model, config, loader, max_batches=None):
         n += len(x)
     if n == 0:
         raise ValueError("the test split gave no full batch: lower --batch_size")
-    return total / (math.log(2.0) * H * W * C * n), n
+    return bits_per_dim(total, n, config.image_shape), n
 
 
 def evaluate_checkpoint(save_dir=None, tf1_checkpoint=None, data_set=None, data_dir=None,

@@ -20,11 +20,13 @@ that checkpoints convert both ways (see ``convert.py``).
 import keras
 import tensorflow as tf
 
+from pixelcnn_pp import fast_ops
+
 __all__ = [
     "concat_elu", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
     "WNConv2D", "WNDeconv2D", "WNDense", "NetworkInNetwork",
     "DownShiftedConv2D", "DownRightShiftedConv2D",
-    "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet", "gate", "fused_gate",
+    "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet", "gate",
     "weight_normalize",
 ]
 
@@ -39,31 +41,16 @@ NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu
 
 def dropout(x, rate, seed):
     """Inverted dropout with a stateless (2,) seed: each element kept with probability
-    exactly 1 - rate and scaled by 1 / (1 - rate), zeroed otherwise (the rule of
-    ``tf.nn.experimental.stateless_dropout`` and of the original's ``tf.nn.dropout``).
-
-    Where rate is a multiple of 1/256 (the default 0.5 is) each element's draw is 8 random
-    bits, compared with rate * 256; a multiple of 1/65536: 16 bits; otherwise a float uniform
-    as TensorFlow's. Generating the random numbers was ~2% of a training step of the full
-    model with a float32 uniform per element; 8 bits draw a quarter of the random words.
-    The masks are not those of stateless_dropout (nor, as ever, those of the original).
-    """
+    exactly 1 - rate and scaled by 1 / (1 - rate), zeroed otherwise (the rule of the
+    original's ``tf.nn.dropout``)."""
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     if rate == 0.0:
         return x
-    for bits, dtype in ((8, tf.uint8), (16, tf.uint16)):
-        threshold = rate * 2 ** bits
-        if threshold == int(threshold):
-            per_word = 32 // bits
-            n = tf.size(x)
-            words = tf.random.stateless_uniform([(n + per_word - 1) // per_word], seed,
-                                                minval=None, maxval=None, dtype=tf.uint32)
-            draws = tf.reshape(tf.bitcast(words, dtype), [-1])[:n]
-            keep = tf.reshape(draws >= tf.constant(int(threshold), dtype), tf.shape(x))
-            break
-    else:
+    # Deviation (fast_ops): the mask from 8 or 16 random bits per element, not a float.
+    keep = fast_ops.dropout_keep(tf.shape(x), rate, seed) if fast_ops.enabled() else None
+    if keep is None:
         keep = tf.random.stateless_uniform(tf.shape(x), seed, dtype=x.dtype) >= rate
     scale = tf.constant(1.0 / (1.0 - rate), x.dtype)
     return tf.where(keep, x * scale, tf.zeros([], x.dtype))
@@ -134,41 +121,13 @@ class _WeightNorm(keras.layers.Layer):
         return tf.cast(w, self.compute_dtype)
 
 
-def _weight_norm_grads_fn(dW, V, g_b, axes):
-    """Gradients of W = g_b * l2_normalize(V, axes) (epsilon 1e-12) for the gradient dW of W:
-    (dV, dg_b). The same formula as TensorFlow's automatic gradient of those ops,
-    dV = g r (dW - n sum(dW n)) with r = 1/||V||, n = V r, and dg = sum(dW n)."""
-    ss = tf.reduce_sum(tf.square(V), axes, keepdims=True)
-    r = tf.math.rsqrt(tf.maximum(ss, 1e-12))
-    n = V * r
-    dg_b = tf.reduce_sum(dW * n, axes, keepdims=True)
-    # Below epsilon the norm is the constant sqrt(1e-12), and only the direct term is left.
-    dV = tf.where(ss > 1e-12, (g_b * r) * (dW - n * dg_b), (g_b * r) * dW)
-    return dV, dg_b
-
-
-# The automatic gradient of the weight normalisation is ~10 passes over every kernel (53.7M
-# weights in the full model); XLA fuses them into a reduction and one elementwise pass.
-_weight_norm_grads = tf.function(_weight_norm_grads_fn, jit_compile=True, autograph=False)
-
-
 def weight_normalize(V, g, axes, g_shape):
     """g * V / ||V|| (norm over ``axes``; g reshaped to ``g_shape``), as the original computes
-    it (``g * tf.nn.l2_normalize(V, axes)``), with a fused gradient (same arithmetic to float32
-    round-off)."""
-    axes = tuple(axes)
-
-    @tf.custom_gradient
-    def wn(V, g):
-        g_b = tf.reshape(g, g_shape)
-
-        def grad(dW):
-            dV, dg_b = _weight_norm_grads(tf.convert_to_tensor(dW), V, g_b, axes)
-            return dV, tf.reshape(dg_b, tf.shape(g))
-
-        return g_b * tf.nn.l2_normalize(V, axes), grad
-
-    return wn(V, g)
+    it: ``g * tf.nn.l2_normalize(V, axes)``."""
+    if fast_ops.enabled():
+        # Deviation (fast_ops): the same forward ops, the gradient as one fused function.
+        return fast_ops.weight_normalize(V, g, axes, g_shape)
+    return tf.reshape(g, g_shape) * tf.nn.l2_normalize(V, axes)
 
 
 class _WNConvBase(_WeightNorm):
@@ -307,18 +266,9 @@ class DownRightShiftedDeconv2D(WNDeconv2D):
 
 
 def gate(x, c2):
-    """The gated resnet's output x + a * sigmoid(b), [a, b] = split(c2) along channels, as
-    the original computes it (four TensorFlow ops: five memory passes over c2's size)."""
+    """The gated resnet's output x + a * sigmoid(b), [a, b] = split(c2) along channels."""
     a, b = tf.split(c2, 2, axis=-1)
     return x + a * tf.sigmoid(b)
-
-
-# Evaluation's gate (training=False): the same formula as one XLA-fused pass (reads x and c2
-# once, writes the output once); values equal ``gate``'s to float32 round-off (XLA's
-# sigmoid is not Eigen's bit for bit). About twice as fast at 32x32x160 and +2% on a full
-# evaluation step (docs/PERFORMANCE.md). Training keeps ``gate``: with its gradient the
-# fused version was slower.
-fused_gate = tf.function(gate, jit_compile=True, autograph=False)
 
 
 class GatedResnet(keras.layers.Layer):
@@ -366,19 +316,37 @@ class GatedResnet(keras.layers.Layer):
         """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
         return self.seed_generator.make_seeds(1)[:, 0]
 
-    def call(self, x, a=None, h=None, training=False, seed=None):
-        """seed: the dropout seed (drawn from the generator when None and dropout is on);
-        a recomputed block passes it so that its recomputation draws the same mask."""
+    def call(self, x, a=None, h=None, training=False, recompute=False):
+        """x: the stream's input; a: the short-cut input, or a list of them (concatenated along
+        channels here, as the original's ``tf.concat([u, ul], 3)`` at its call site); h: the
+        (B, K) one-hot labels of a conditional model, or None.
+
+        recompute (in training): gradient checkpointing, the original's ``checkpoints``
+        collection for ``memory_saving_gradients``: only x, the parts of a and h are kept for
+        the backward pass, which recomputes the block. The dropout seed is drawn once, before,
+        so that the recomputation draws the same mask."""
+        parts = [] if a is None else list(a) if isinstance(a, (list, tuple)) else [a]
+        seed = self.dropout_seed() if training and self.dropout_p > 0 else None
+        if training and recompute:
+            return tf.recompute_grad(
+                lambda x, *parts: self._block(x, parts, h, training, seed))(x, *parts)
+        return self._block(x, parts, h, training, seed)
+
+    def _block(self, x, a_parts, h, training, seed):
         nl = self.nonlinearity
         c1 = self.conv1(nl(x))
-        if a is not None:
+        if a_parts:
+            a = tf.concat(a_parts, axis=-1) if len(a_parts) > 1 else a_parts[0]
             c1 = c1 + self.nin_a(nl(a))
         c1 = nl(c1)
-        if training and self.dropout_p > 0:
-            seed = self.dropout_seed() if seed is None else seed
+        if seed is not None:
             c1 = dropout(c1, self.dropout_p, seed)
         c2 = self.conv2(c1)
         if h is not None:
             hw = tf.cast(self.hw, h.dtype)
             c2 = c2 + tf.cast(tf.matmul(h, hw), c2.dtype)[:, None, None, :]
-        return gate(x, c2) if training else fused_gate(x, c2)
+        if training or not fast_ops.enabled():
+            return gate(x, c2)
+        # Deviation (fast_ops): evaluation's gate as one XLA-fused pass (training keeps the
+        # plain ops: with its gradient the fused one is slower).
+        return fast_ops.fused(gate)(x, c2)

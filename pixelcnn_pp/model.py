@@ -12,6 +12,8 @@ import keras
 import tensorflow as tf
 
 from pixelcnn_pp import layers as L
+from pixelcnn_pp.likelihood import (discretized_mix_logistic_loss, energy_distance_loss,
+                                    nll_per_image, subpixel_log_prob)
 
 __all__ = ["PixelCNNPP"]
 
@@ -26,6 +28,14 @@ def _counter():
         return f"model/{kind}_{n}"
 
     return names
+
+
+class _Made:
+    """Layers in the order they were made. A plain object, which Keras does not track: the
+    model tracks every layer by its attribute name already."""
+
+    def __init__(self):
+        self.layers = []
 
 
 def params_per_pixel(nr_logistic_mix, num_channels=3):
@@ -84,83 +94,86 @@ class PixelCNNPP(keras.Model):
         self.rng = (tf.random.Generator.from_seed(seed) if seed is not None
                     else tf.random.Generator.from_non_deterministic_state())
 
+        # ----- the layout, written once. Layers are made in the order the original's forward
+        # pass creates its variables, so the per-kind counter reproduces its names
+        # (model/conv2d_0, model/dense_0, ...), and the weight-normed layers are recorded in
+        # that order, which is also the forward and the data-dependent init order.
         names = _counter()
+        self._weight_normed = _Made()
+        counts = collections.Counter()
+
+        def made(layer, group=None):
+            # A layer of a list is attached as self.<group>_<i>, the name checkpoints know it
+            # by (Keras 3 keeps list attributes out of tf.train.Checkpoint's object graph,
+            # keras-team/keras#18398), in creation order.
+            if group:
+                setattr(self, f"{group}_{counts[group]}", layer)
+                counts[group] += 1
+            self._weight_normed.layers.extend(
+                layer.sublayers() if isinstance(layer, L.GatedResnet) else [layer])
+            return layer
+
         block = dict(names=names, nonlinearity=resnet_nonlinearity, dropout_p=dropout_p,
                      num_classes=self.num_classes, seed_generator=self.rng)
-        down = dict(conv_cls=L.DownShiftedConv2D, **block)
-        down_right = dict(conv_cls=L.DownRightShiftedConv2D, has_a=True, **block)
 
-        # Layers are created in the order the original's forward pass creates variables, so
-        # the per-kind counters reproduce its names (model/conv2d_0, model/dense_0, ...).
-        self.u_init = L.DownShiftedConv2D(F, (2, 3), tf1_scope=names("conv2d"))
-        self.ul_init_down = L.DownShiftedConv2D(F, (1, 3), tf1_scope=names("conv2d"))
-        self.ul_init_right = L.DownRightShiftedConv2D(F, (2, 1), tf1_scope=names("conv2d"))
+        def u_block(has_a=False):    # sees rows above
+            return L.GatedResnet(F, L.DownShiftedConv2D, has_a=has_a, **block)
 
-        self.up_u, self.up_ul, self.downsample_u, self.downsample_ul = [], [], [], []
+        def ul_block():              # sees rows above and pixels to the left; a short-cut in
+            return L.GatedResnet(F, L.DownRightShiftedConv2D, has_a=True, **block)
+
+        self.u_init = made(L.DownShiftedConv2D(F, (2, 3), tf1_scope=names("conv2d")))
+        self.ul_init_down = made(L.DownShiftedConv2D(
+            F, (1, 3), tf1_scope=names("conv2d")))
+        self.ul_init_right = made(L.DownRightShiftedConv2D(
+            F, (2, 1), tf1_scope=names("conv2d")))
+        # Up pass: 3 stages (full, 1/2, 1/4 resolution) of R (u, ul) block pairs, a strided
+        # (u, ul) conv pair before stages 1 and 2.
+        self.up, self.downsample = [], []
         for stage in range(3):
             if stage > 0:
-                self.downsample_u.append(
-                    L.DownShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")))
-                self.downsample_ul.append(
-                    L.DownRightShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")))
-            for _ in range(R):
-                self.up_u.append(L.GatedResnet(F, **down))
-                self.up_ul.append(L.GatedResnet(F, **down_right))
-
-        self.down_u, self.down_ul, self.upsample_u, self.upsample_ul = [], [], [], []
+                self.downsample.append((
+                    made(L.DownShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")),
+                         "downsample_u"),
+                    made(L.DownRightShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")),
+                         "downsample_ul")))
+            self.up.append([(made(u_block(), "up_u"), made(ul_block(), "up_ul"))
+                            for _ in range(R)])
+        # Down pass: 3 stages (1/4, 1/2, full) of R, R+1, R+1 pairs, a transposed (u, ul)
+        # conv pair before stages 1 and 2. Each block takes one short-cut from the up pass.
+        self.down, self.upsample = [], []
         for stage in range(3):
             if stage > 0:
-                self.upsample_u.append(
-                    L.DownShiftedDeconv2D(F, stride=(2, 2), tf1_scope=names("deconv2d")))
-                self.upsample_ul.append(
-                    L.DownRightShiftedDeconv2D(F, stride=(2, 2), tf1_scope=names("deconv2d")))
-            for _ in range(R if stage == 0 else R + 1):
-                self.down_u.append(L.GatedResnet(F, has_a=True, **down))
-                self.down_ul.append(L.GatedResnet(F, **down_right))
+                self.upsample.append((
+                    made(L.DownShiftedDeconv2D(F, stride=(2, 2), tf1_scope=names("deconv2d")),
+                         "upsample_u"),
+                    made(L.DownRightShiftedDeconv2D(F, stride=(2, 2),
+                                                    tf1_scope=names("deconv2d")),
+                         "upsample_ul")))
+            self.down.append([(made(u_block(has_a=True), "down_u"),
+                               made(ul_block(), "down_ul"))
+                              for _ in range(R if stage == 0 else R + 1)])
 
         if self.energy_distance:
-            self.ed_features = L.NetworkInNetwork(64, tf1_scope=names("dense"))
-            self.ed_noise = L.NetworkInNetwork(64, tf1_scope=names("dense"))
-            self.ed_hidden = L.NetworkInNetwork(64, tf1_scope=names("dense"))
-            self.ed_out = L.NetworkInNetwork(3, init_scale=0.1, tf1_scope=names("dense"))
+            self.ed_features = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
+            self.ed_noise = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
+            self.ed_hidden = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
+            self.ed_out = made(L.NetworkInNetwork(
+                3, init_scale=0.1, tf1_scope=names("dense")))
         else:
-            self.out_nin = L.NetworkInNetwork(
+            self.out_nin = made(L.NetworkInNetwork(
                 params_per_pixel(self.nr_logistic_mix, self.num_channels),
-                tf1_scope=names("dense"))
-        # Keras 3 keeps list attributes out of tf.train.Checkpoint's object graph
-        # (keras-team/keras#18398): name every listed layer so checkpoints see its weights.
-        for group in ("up_u", "up_ul", "downsample_u", "downsample_ul",
-                      "down_u", "down_ul", "upsample_u", "upsample_ul"):
-            for i, layer in enumerate(getattr(self, group)):
-                setattr(self, f"{group}_{i}", layer)
+                tf1_scope=names("dense")))
 
-    # ------------------------------------------------------------------ structure helpers
-    def stage_sizes(self):
-        """Blocks per stage: up pass (R, R, R), down pass (R, R+1, R+1)."""
-        R = self.nr_resnet
-        return (R, R, R), (R, R + 1, R + 1)
+    # ------------------------------------------------------------------ structure
+    def blocks(self):
+        """Every gated resnet, u and ul of each pair, in forward order."""
+        return [b for stages in (self.up, self.down) for stage in stages
+                for pair in stage for b in pair]
 
     def weight_norm_layers(self):
         """Every weight-normed layer, in forward (= data-dependent init) order."""
-        out = [self.u_init, self.ul_init_down, self.ul_init_right]
-        R = self.nr_resnet
-        for stage in range(3):
-            if stage > 0:
-                out += [self.downsample_u[stage - 1], self.downsample_ul[stage - 1]]
-            for i in range(stage * R, (stage + 1) * R):
-                out += self.up_u[i].sublayers() + self.up_ul[i].sublayers()
-        start = 0
-        for stage, n in enumerate(self.stage_sizes()[1]):
-            if stage > 0:
-                out += [self.upsample_u[stage - 1], self.upsample_ul[stage - 1]]
-            for i in range(start, start + n):
-                out += self.down_u[i].sublayers() + self.down_ul[i].sublayers()
-            start += n
-        if self.energy_distance:
-            out += [self.ed_features, self.ed_noise, self.ed_hidden, self.ed_out]
-        else:
-            out.append(self.out_nin)
-        return out
+        return list(self._weight_normed.layers)
 
     def tf1_variables(self):
         """{original variable name ("model/conv2d_0/V", ...): variable}. Needs a built model."""
@@ -170,7 +183,7 @@ class PixelCNNPP(keras.Model):
         out = {}
         for layer in self.weight_norm_layers():
             out.update(layer.tf1_variables())
-        for blk in self.up_u + self.up_ul + self.down_u + self.down_ul:
+        for blk in self.blocks():
             if blk.num_classes:
                 out[f"{blk.hw_scope}/hw"] = blk.hw
         return out
@@ -202,60 +215,43 @@ class PixelCNNPP(keras.Model):
             if h.shape.rank != 2 or h.shape[-1] != self.num_classes:
                 raise ValueError(f"h must have shape (B, {self.num_classes}); got {h.shape}")
 
-    def call(self, x, h=None, training=False):
+    def call(self, x, h=None, training=False, energy_noise=None):
+        """energy_noise: the energy-distance head's U(-1, 1) noise, (10B, H, W, 4); None draws
+        it from the model's generator (the samplers pass their per-position noise)."""
         x = tf.convert_to_tensor(x)
         if h is not None:
             h = tf.cast(tf.convert_to_tensor(h), self.compute_dtype)
         self._check_inputs(x, h)
-        training = bool(training)
         x = tf.cast(x, self.compute_dtype)
-        R = self.nr_resnet
+        kw = dict(h=h, training=bool(training), recompute=self.recompute)
 
-        def gr(blk, v, *a_parts):
-            """blk(v, a=concat(a_parts)) (no a when a_parts is empty)."""
-            def run(v, *a_parts, seed=None):
-                a = (tf.concat(a_parts, axis=-1) if len(a_parts) > 1
-                     else a_parts[0] if a_parts else None)
-                return blk(v, a=a, h=h, training=training, seed=seed)
-
-            if not (training and self.recompute):
-                return run(v, *a_parts)
-            # Gradient checkpointing: only v and a_parts are kept for the backward pass, which
-            # recomputes the block (the concatenation of a included). The dropout seed is drawn
-            # here, once, so that the recomputation draws the same mask.
-            seed = blk.dropout_seed() if blk.dropout_p > 0 else None
-            return tf.recompute_grad(lambda v, *a_parts: run(v, *a_parts, seed=seed))(
-                v, *a_parts)
-
-        # ----- up pass
-        # A constant-ones channel tells the image from the zero padding.
-        x_pad = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+        # ----- up pass: every output is pushed on a stack for the down pass
+        x_pad = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)  # ones: image vs padding
         u_list = [L.down_shift(self.u_init(x_pad))]
         ul_list = [L.down_shift(self.ul_init_down(x_pad))
                    + L.right_shift(self.ul_init_right(x_pad))]
-        for stage in range(3):
+        for stage, pairs in enumerate(self.up):
             if stage > 0:
-                u_list.append(self.downsample_u[stage - 1](u_list[-1]))
-                ul_list.append(self.downsample_ul[stage - 1](ul_list[-1]))
-            for i in range(stage * R, (stage + 1) * R):
-                u_list.append(gr(self.up_u[i], u_list[-1]))
-                ul_list.append(gr(self.up_ul[i], ul_list[-1], u_list[-1]))
+                down_u, down_ul = self.downsample[stage - 1]
+                u_list.append(down_u(u_list[-1]))
+                ul_list.append(down_ul(ul_list[-1]))
+            for u_block, ul_block in pairs:
+                u_list.append(u_block(u_list[-1], **kw))
+                ul_list.append(ul_block(ul_list[-1], a=u_list[-1], **kw))
 
-        # ----- down pass
+        # ----- down pass: each block pops its short-cut input off the stacks
         u, ul = u_list.pop(), ul_list.pop()
-        start = 0
-        for stage, n in enumerate(self.stage_sizes()[1]):
+        for stage, pairs in enumerate(self.down):
             if stage > 0:
-                u = self.upsample_u[stage - 1](u)
-                ul = self.upsample_ul[stage - 1](ul)
-            for i in range(start, start + n):
-                u = gr(self.down_u[i], u, u_list.pop())
-                ul = gr(self.down_ul[i], ul, u, ul_list.pop())
-            start += n
+                up_u, up_ul = self.upsample[stage - 1]
+                u, ul = up_u(u), up_ul(ul)
+            for u_block, ul_block in pairs:
+                u = u_block(u, a=u_list.pop(), **kw)
+                ul = ul_block(ul, a=[u, ul_list.pop()], **kw)   # a = concat([u, ul_list.pop()])
         assert not u_list and not ul_list
 
         if self.energy_distance:
-            return self._energy_distance_head(ul)
+            return self._energy_distance_head(ul, energy_noise)
         out = self.out_nin(tf.nn.elu(ul))                           # (B, H, W, 10M)
         return out if out.dtype == tf.float64 else tf.cast(out, tf.float32)
 
@@ -270,6 +266,34 @@ class PixelCNNPP(keras.Model):
         f = self.ed_hidden(L.concat_elu(f))
         x = tf.tanh(tf.cast(self.ed_out(L.concat_elu(f)), tf.float32))
         return tf.stack(tf.split(x, 10, axis=0))
+
+    # ------------------------------------------------------------------ the shared interface
+    def objective(self, x, out):
+        """The training objective summed over the batch, in nats (float32): the negative
+        log-likelihood of the discretized logistic mixture (``nn.py:
+        discretized_mix_logistic_loss``), or the energy distance for that head."""
+        if self.energy_distance:
+            return energy_distance_loss(x, out)
+        return discretized_mix_logistic_loss(x, out)
+
+    def nll_per_image(self, x, out):
+        """(B,) negative log-likelihood of each image, nats (``likelihood.nll_per_image``)."""
+        if self.energy_distance:
+            raise ValueError("an energy-distance model has no likelihood")
+        return nll_per_image(x, out)
+
+    def subpixel_log_prob(self, x, out):
+        """(B, H, W, C) log p of each sub-pixel given all before it, nats
+        (``likelihood.subpixel_log_prob``)."""
+        if self.energy_distance:
+            raise ValueError("an energy-distance model has no likelihood")
+        return subpixel_log_prob(x, out)
+
+    def sample_images(self, batch_size, image_shape, h=None, seed=0, method="fast", **kwargs):
+        """``sampling.sample(self, ...)``: (batch_size, H, W, C) float32 images in [-1, 1]."""
+        from pixelcnn_pp.sampling import sample
+        return sample(self, batch_size, image_shape=image_shape, h=h, seed=seed, method=method,
+                      **kwargs)
 
     # ------------------------------------------------------------------ data-dependent init
     def initialize(self, x, h=None, training=True):

@@ -11,30 +11,26 @@ import contextlib
 import keras
 import tensorflow as tf
 
-__all__ = ["Adam", "PolyakAverage"]
+from pixelcnn_pp import fast_ops
+
+__all__ = ["Adam", "PolyakAverage", "adam_step", "ema_step"]
 
 
-def _adam_math_fn(p, m, v, g, lr, b1, one_minus_b1, b2, one_minus_b2, c1, c2, eps):
+def adam_step(p, m, v, g, lr, b1, one_minus_b1, b2, one_minus_b2, c1, c2, eps):
     """One Adam step of one array: (p_t, m_t, v_t). c1, c2: 1 - β1^t, 1 - β2^t."""
     m_t = b1 * m + one_minus_b1 * g
     v_t = b2 * v + one_minus_b2 * tf.square(g)
     return p - lr * ((m_t / c1) / tf.sqrt(v_t / c2 + eps)), m_t, v_t
 
 
-# The update is a chain of ~10 elementwise ops over every weight: memory-bound, and as
-# separate ops each pass allocates and streams a full-size temporary. XLA fuses the chain
-# into one pass (same operations, float32 round-off; ~2 s less per step of the full model on
-# a 2-core CPU, see benchmarks/train_speed.py).
-_adam_math = tf.function(_adam_math_fn, jit_compile=True, autograph=False)
-
-
-def _ema_math_fn(avg, var, one_minus_decay):
+def ema_step(avg, var, one_minus_decay):
     """One Polyak step of one array: avg - (1 - decay) * (avg - var)."""
     return avg - (avg - var) * one_minus_decay
 
 
-# One fused pass per array instead of three (as for Adam above).
-_ema_math = tf.function(_ema_math_fn, jit_compile=True, autograph=False)
+def _maybe_fused(step):
+    # Deviation (fast_ops): the chain of elementwise ops as one XLA-fused pass per array.
+    return fast_ops.fused(step) if fast_ops.enabled() else step
 
 
 class Adam(keras.optimizers.Optimizer):
@@ -69,7 +65,7 @@ class Adam(keras.optimizers.Optimizer):
         # 1 - β^t in float32. The two differ by ~2e-5 relative for β2 = 0.9995.
         c = lambda x: tf.constant(x, dtype)  # noqa: E731
         r = tf.convert_to_tensor
-        p_t, m_t, v_t = _adam_math(
+        p_t, m_t, v_t = _maybe_fused(adam_step)(
             r(variable), r(m), r(v), tf.cast(gradient, dtype), tf.cast(learning_rate, dtype),
             c(self.beta_1), c(1.0 - self.beta_1), c(self.beta_2), c(1.0 - self.beta_2),
             1.0 - tf.pow(c(self.beta_1), t), 1.0 - tf.pow(c(self.beta_2), t), c(self.epsilon))
@@ -143,7 +139,7 @@ class PolyakAverage(tf.Module):
         # Deviation: decay_t = min(decay, (1 + t) / (10 + t)) unless warmup=False.
         one_minus_decay = self.one_minus_decay(t)
         for avg, var in zip(self.averages, self._variables()):
-            avg.assign(_ema_math(tf.convert_to_tensor(avg),
+            avg.assign(_maybe_fused(ema_step)(tf.convert_to_tensor(avg),
                                  tf.cast(tf.convert_to_tensor(var), avg.dtype),
                                  tf.cast(one_minus_decay, avg.dtype)))
         self.num_updates.assign(t)

@@ -19,65 +19,39 @@ The scores (higher = more likely out of distribution):
     ic_score          bits/dim minus input_complexity (Serra et al. 2020)
 """
 
-import math
-import sys
-import time
 import weakref
 
 import imageio.v3 as iio
 import numpy as np
 import tensorflow as tf
 
-from pixelcnn_pp.likelihood import nll_per_image, subpixel_log_prob
+from pixelcnn_pp.likelihood import bits_per_dim
 
 __all__ = ["score_images", "subpixel_nll", "input_complexity", "png_bytes", "auroc",
-           "ProgressBar", "heatmap_image", "colour_map", "draw_text"]
+           "heatmap_image", "colour_map", "draw_text"]
 
 _FUNCTIONS = weakref.WeakKeyDictionary()    # model -> its traced scoring functions
 
 
-def _is_baseline(model):
-    from pixelcnn_pp.baseline import PixelCNN
-    return isinstance(model, PixelCNN)
-
-
-def _num_classes(model):
-    return None if _is_baseline(model) else getattr(model, "num_classes", None)
-
-
-def _num_channels(model):
-    return model.num_channels
-
-
 def _functions(model):
-    """{"nll": (x uint8, h) -> (B,) nats, "subpixel": (x uint8, h) -> (B, H, W, C) log p}."""
+    """{"nll": (x uint8, h) -> (B,) nats, "subpixel": (x uint8, h) -> (B, H, W, C) log p},
+    through the interface PixelCNNPP and the PixelCNN baseline share."""
     if getattr(model, "energy_distance", False):
         raise ValueError("an energy-distance model has no likelihood to score images with: "
                          "score with a model trained on the likelihood")
     if model in _FUNCTIONS:
         return _FUNCTIONS[model]
     from pixelcnn_pp.training import scale_images
-    baseline = _is_baseline(model)
-
-    def forward(x, h):
-        x = scale_images(x)
-        return x, (model(x, training=False) if baseline else model(x, h=h, training=False))
 
     @tf.function(autograph=False)
     def nll(x, h):
-        x, out = forward(x, h)
-        if baseline:
-            from pixelcnn_pp.baseline import softmax_nll
-            return softmax_nll(x, out, sum_all=False)
-        return nll_per_image(x, out)
+        x = scale_images(x)
+        return model.nll_per_image(x, model(x, h=h, training=False))
 
     @tf.function(autograph=False)
     def subpixel(x, h):
-        x, out = forward(x, h)
-        if baseline:
-            from pixelcnn_pp.baseline import softmax_log_prob
-            return softmax_log_prob(x, out)
-        return subpixel_log_prob(x, out)
+        x = scale_images(x)
+        return model.subpixel_log_prob(x, model(x, h=h, training=False))
 
     _FUNCTIONS[model] = {"nll": nll, "subpixel": subpixel}
     return _FUNCTIONS[model]
@@ -90,11 +64,11 @@ def _check_images(model, images, labels):
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
                          f"{images.shape}")
-    C = _num_channels(model)
+    C = model.num_channels
     if images.shape[-1] != C:
         raise ValueError(f"the model takes {C}-channel images; these have {images.shape[-1]} "
                          f"channels (shape {images.shape})")
-    k = _num_classes(model)
+    k = model.num_classes
     if not k:
         return images, None
     if labels is None:
@@ -117,7 +91,7 @@ def _batched(model, name, images, labels, batch_size, progress=None):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     images, labels = _check_images(model, images, labels)
     fn = _functions(model)[name]
-    k = _num_classes(model)
+    k = model.num_classes
     n = len(images)
     b = min(batch_size, max(n, 1))
     out = []
@@ -150,12 +124,12 @@ def score_images(model, images, labels=None, batch_size=16, background=None, pro
     progress: called as progress(images done, N) after each batch.
     """
     images = np.asarray(images)
-    dims = float(np.prod(images.shape[1:])) if images.ndim == 4 else 1.0
+    shape = images.shape[1:] if images.ndim == 4 else ()
     nll = _batched(model, "nll", images, labels, batch_size, progress).astype(np.float64)
-    result = {"nll_nats": nll, "bits_per_dim": nll / (math.log(2.0) * dims)}
+    result = {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, 1, shape)}
     if background is not None:
         bg = _batched(background, "nll", images, labels, batch_size, progress)
-        result["llr"] = bg.astype(np.float64) / (math.log(2.0) * dims) - result["bits_per_dim"]
+        result["llr"] = bits_per_dim(bg.astype(np.float64), 1, shape) - result["bits_per_dim"]
     return result
 
 
@@ -205,30 +179,6 @@ def auroc(scores_in, scores_out):
     ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)   # 1-based, ties averaged
     u = ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2.0
     return float(u / (len(a) * len(b)))
-
-
-# --------------------------------------------------------------------------- progress
-class ProgressBar:
-    """progress(done, total) writes a one-line bar with images/s to stderr when it is a
-    terminal (nothing otherwise)."""
-
-    def __init__(self, label="scoring", stream=None, width=30):
-        self.stream = stream or sys.stderr
-        self.label = label
-        self.width = width
-        self.start = time.time()
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def __call__(self, done, total):
-        if not self.enabled:
-            return
-        n = int(self.width * done / max(total, 1))
-        rate = done / max(time.time() - self.start, 1e-9)
-        self.stream.write(f"\r{self.label} [{'#' * n}{'.' * (self.width - n)}] {done}/{total} "
-                          f"images  {rate:.3g} images/s")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 # --------------------------------------------------------------------------- heatmaps

@@ -8,7 +8,6 @@ and samples, dropout in training only.
 """
 
 import dataclasses
-import gc
 import importlib
 import json
 import math
@@ -22,13 +21,14 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
-from pixelcnn_pp import cli
+from pixelcnn_pp import cli, fast_ops
 from pixelcnn_pp.config import ModelConfig
-from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, energy_distance_loss
+from pixelcnn_pp.likelihood import bits_per_dim
 from pixelcnn_pp.optim import Adam, PolyakAverage
 
-__all__ = ["TrainConfig", "train", "make_strategy", "make_loader", "make_steps",
-           "mutate_inputs", "distribute_batches", "freeze_traced_objects", "DATA_SETS",
+__all__ = ["TrainConfig", "train", "Run", "setup", "resume_or_initialise", "train_epoch",
+           "evaluate", "log_and_save", "EpochResult", "learning_rate_at", "make_strategy",
+           "make_loader", "make_steps", "mutate_inputs", "distribute_batches", "DATA_SETS",
            "NonFiniteLossError"]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -78,6 +78,8 @@ class TrainConfig:
     jit_compile: bool = False
     recompute: bool = False
     sample_method: str = "fast"
+    # The faster computations of pixelcnn_pp/fast_ops.py (False: the original's ops only).
+    fast_ops: bool = True
     quiet: bool = False
     strict_images: bool = False
     # Background models for likelihood ratios (docs/SCORING.md); 0 = off.
@@ -135,6 +137,9 @@ def validate_config(cfg):
         raise cli.UsageError(f"--precision must be one of {', '.join(PRECISIONS)}; got "
                              f"{cfg.precision!r}")
     check_data_set_name(cfg.data_set)
+    if cfg.recompute and cfg.model == "pixelcnn":
+        raise cli.UsageError("--recompute is for PixelCNN++ (its gated resnet blocks); the "
+                             "PixelCNN baseline has none: drop the flag")
     if cfg.strict_images and cfg.data_set != "folder":
         raise cli.UsageError("--strict_images is for --data_set folder (a folder of image files)")
 
@@ -288,7 +293,8 @@ def mutate_inputs(x, rate, seed):
 
 
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
-               jit_compile=False, input_mutation_rate=0.0, l2_weight=0.0, mutation_seed=0):
+               jit_compile=False, input_mutation_rate=0.0, l2_weight=0.0, mutation_seed=0,
+               fast=True):
     """The compiled training and evaluation steps of train() (benchmarks time these).
 
     ``train_step(x, y, lr)``: uint8 images and int labels (per replica, from
@@ -305,6 +311,9 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
     weights is added to the summed objective that is differentiated (the returned loss is the
     objective alone). Both 0: the plain steps.
+
+    fast: the steps are traced with the fast_ops switch on (the default, as training runs)
+    or off (the original's ops only), whatever the switch is when they are called.
     """
     def loss_and_grads(x, y):
         x = scale_images(x)
@@ -345,26 +354,17 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     # AutoGraph's source re-reading is slow and fragile.
     @tf.function(autograph=False)
     def train_step(x, y, lr):
-        losses = strategy.run(replica_train_step, args=(x, y, lr))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        with fast_ops.use(fast):
+            losses = strategy.run(replica_train_step, args=(x, y, lr))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     @tf.function(autograph=False)
     def eval_step(x, y):
-        losses = strategy.run(eval_loss, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        with fast_ops.use(fast):
+            losses = strategy.run(eval_loss, args=(x, y))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     return train_step, eval_step
-
-
-def freeze_traced_objects():
-    """Move every Python object alive now out of the garbage collector's reach (gc.freeze).
-
-    Tracing the full model's training step leaves millions of long-lived Python objects (the
-    graphs' ops and tensors) that every full collection would walk again (about 2 s of
-    collection per benchmark run of the full model before freezing). Called once the steps are
-    traced; later garbage is collected as usual."""
-    gc.collect()
-    gc.freeze()
 
 
 def distribute_batches(strategy, batches, image_shape, global_batch, with_labels):
@@ -384,37 +384,114 @@ def distribute_batches(strategy, batches, image_shape, global_batch, with_labels
 
 
 # ---------------------------------------------------------------------------------- loop
-def _objective(config):
-    """(x, model output) -> summed objective over the batch, in float32 (nats)."""
-    if config.model == "pixelcnn":
-        from pixelcnn_pp.baseline import softmax_nll
-        return lambda x, out: softmax_nll(x, out)
-    if config.energy_distance:
-        return energy_distance_loss
-    return discretized_mix_logistic_loss
-
-
-def _bar(i, n, t0, extra=""):
-    width = 30
-    done = int(width * i / max(n, 1))
-    rate = i / max(time.time() - t0, 1e-9)
-    return f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {rate:.2f} it/s {extra}"
+def learning_rate_at(cfg, step):
+    """The learning rate of step number ``step`` (1 for the first): lr * lr_decay ** step, as
+    the original decays it before every step."""
+    return cfg.learning_rate * cfg.lr_decay ** step
 
 
 def train(cfg: TrainConfig, log=None):
-    """Run (or resume) training as configured. Returns the list of metric dicts written."""
+    """Run (or resume) training as configured. Returns the list of metric dicts written.
+
+    The phases, each a function of the ``Run`` that ``setup`` returns: ``resume_or_initialise``,
+    then per epoch ``train_epoch``, ``evaluate`` and ``log_and_save``."""
     import keras
     validate_config(cfg)
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(cfg.precision)
-    try:
-        return _train(cfg, log)
-    finally:  # the policy is process-wide: put back the caller's
+    try:  # the policy and the fast_ops switch are process-wide: put back the caller's
+        with fast_ops.use(cfg.fast_ops):
+            run = setup(cfg, log)
+            resume_or_initialise(run)
+            with _StopRequested() as stop:
+                while run.epoch_now() < cfg.max_epochs:
+                    result = train_epoch(run, stop)
+                    if result.ended_by == "signal":
+                        run.log(f"\nsignal {stop.signum}: saving a checkpoint at step "
+                                f"{run.step_now()}")
+                        run.save_checkpoint()
+                        return run.written
+                    log_and_save(run, result, evaluate(run))
+                    if result.ended_by == "max_steps":
+                        break
+            run.writer.flush()
+            return run.written
+    finally:
         keras.mixed_precision.set_global_policy(before)
 
 
-def _train(cfg, log):
-    log = log or (lambda *a: None if cfg.quiet else print(*a, flush=True))
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds, made by ``setup``."""
+    cfg: TrainConfig
+    log: object
+    strategy: object
+    chief: bool
+    worker_dir: Optional[str]     # non-chief workers' scratch folder (multi-worker), or None
+    train_data: object
+    test_data: object
+    model_config: ModelConfig
+    model: object
+    optimizer: object
+    averages: PolyakAverage
+    step: tf.Variable             # optimiser steps done
+    epoch: tf.Variable            # epochs done
+    data_state: "_DataState"
+    parts: dict                   # what the checkpoint holds, by name
+    checkpoint: tf.train.Checkpoint
+    train_step: object
+    eval_step: object
+    writer: object
+    resume_path: Optional[str] = None
+    test_bpds: list = dataclasses.field(default_factory=list)
+    written: list = dataclasses.field(default_factory=list)
+
+    @property
+    def global_batch(self):
+        return self.cfg.batch_size * self.strategy.num_replicas_in_sync
+
+    @property
+    def image_shape(self):
+        return self.model_config.image_shape
+
+    @property
+    def ckpt_dir(self):
+        return os.path.join(self.worker_dir or self.cfg.save_dir, ckpt_lib.CKPT_SUBDIR)
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.cfg.save_dir, "metrics.jsonl")
+
+    @property
+    def npz_path(self):
+        return os.path.join(self.cfg.save_dir,
+                            f"test_bpd_{self.cfg.data_set.replace(':', '_')}.npz")
+
+    def step_now(self):
+        return int(self.step.numpy())
+
+    def epoch_now(self):
+        return int(self.epoch.numpy())
+
+    def bits_per_dim(self, nats, images):
+        return bits_per_dim(nats, images, self.image_shape) if images else float("nan")
+
+    def distributed(self, batches):
+        return distribute_batches(self.strategy, batches, self.image_shape, self.global_batch,
+                                  self.cfg.class_conditional)
+
+    def save_checkpoint(self):
+        # Verified before older checkpoints go (pixelcnn_pp/checkpoint.py); a failed save
+        # raises CheckpointSaveError naming the cause and the checkpoint to resume from.
+        ckpt_lib.save_checkpoint(self.checkpoint, self.ckpt_dir, self.step_now(),
+                                 max_to_keep=1 if self.worker_dir else 3)
+
+
+def setup(cfg, log=None):
+    """Devices, data, the model, its optimiser and averages, the compiled steps: a ``Run``.
+    Checks the save_dir against --load_params first; writes nothing."""
+    if log is None:
+        log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
     os.makedirs(cfg.save_dir, exist_ok=True)
     strategy = make_strategy(cfg.strategy, cfg.nr_gpu, log)  # before anything starts TF
     # Multi-worker: every worker runs the same steps (collectives), only the chief writes
@@ -424,64 +501,23 @@ def _train(cfg, log):
         log = lambda *a: None  # noqa: E731
     import keras
     keras.utils.set_random_seed(cfg.seed)  # python, numpy, TF and Keras's initializers
-    rng = np.random.RandomState(cfg.seed)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = cfg.batch_size * replicas
-
-    want_labels = cfg.class_conditional
-    train_data = make_loader(cfg.data_set, cfg.data_dir, "train", global_batch, rng=rng,
-                             shuffle=True, return_labels=want_labels,
-                             strict_images=cfg.strict_images)
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    labels = cfg.class_conditional
+    train_data = make_loader(cfg.data_set, cfg.data_dir, "train", global_batch,
+                             rng=np.random.RandomState(cfg.seed), shuffle=True,
+                             return_labels=labels, strict_images=cfg.strict_images)
     test_data = make_loader(cfg.data_set, cfg.data_dir, "test", global_batch, shuffle=False,
-                            return_labels=want_labels, strict_images=cfg.strict_images)
-    image_shape = tuple(train_data.get_observation_size())
-    model_config = cfg.model_config(image_shape, train_data.get_num_labels())
-    num_classes = model_config.num_classes
-    dims = float(np.prod(image_shape))
-
-    ckpt_dir = os.path.join(worker_dir or cfg.save_dir, ckpt_lib.CKPT_SUBDIR)
-    resume_path = None
-    if cfg.load_params:
-        if not ckpt_lib.list_checkpoints(cfg.save_dir):
-            raise ckpt_lib.NoCheckpointError(
-                f"--load_params: no checkpoint in {cfg.save_dir!r} to resume (its training "
-                "saved none yet): run without --load_params to start afresh")
-        saved, _ = ckpt_lib.read_config(cfg.save_dir)
-        diff = saved.differences(model_config)
-        if diff:
-            raise cli.UsageError(
-                "--load_params: these settings differ from the checkpoint's and would change "
-                "the model: " + ", ".join(f"{k}: saved {a} vs now {b}"
-                                          for k, (a, b) in sorted(diff.items()))
-                + ". Use the saved values or a new --save_dir.")
-        # The newest checkpoint that reads back whole; damaged newer ones are renamed
-        # ckpt-N.damaged.* (kept) and reported.
-        resume_path = ckpt_lib.find_intact_checkpoint(
-            cfg.save_dir, warn=(lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
-            if chief else (lambda m: None), what="resuming from")
-        if resume_path is None:
-            raise ckpt_lib.NoCheckpointError(
-                f"--load_params: no checkpoint in {cfg.save_dir!r} to resume (its training "
-                "saved none yet): run without --load_params to start afresh")
-    elif chief and ckpt_lib.list_checkpoints(cfg.save_dir):
-        newest = ckpt_lib.list_checkpoints(cfg.save_dir)[0][1]
-        raise FileExistsError(
-            f"{cfg.save_dir!r} already holds a checkpoint ({os.path.basename(newest)} in "
-            f"{os.path.dirname(newest)}): pass --load_params to resume it, or choose another "
-            "--save_dir (nothing is overwritten)")
-
-    objective = _objective(model_config)
+                            return_labels=labels, strict_images=cfg.strict_images)
+    model_config = cfg.model_config(tuple(train_data.get_observation_size()),
+                                    train_data.get_num_labels())
+    resume_path = _checkpoint_to_resume(cfg, model_config, chief)
 
     with strategy.scope():
         model = ckpt_lib.build_model(model_config, seed=cfg.seed)
         if cfg.recompute:
-            if not hasattr(model, "recompute"):
-                raise ValueError("--recompute is for PixelCNN++ (its gated resnet blocks); "
-                                 "the PixelCNN baseline has none: drop the flag")
             model.recompute = True
         optimizer = Adam(learning_rate=cfg.learning_rate)
         if cfg.precision == "mixed_float16":
-            import keras
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         # Deviation: the decay warms up as tf.train.ExponentialMovingAverage's with
@@ -492,153 +528,203 @@ def _train(cfg, log):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         data_state = _DataState(len(train_data.data))
-    rng_state = {"rng": model.rng} if hasattr(model, "rng") else {}  # the baseline has none
     parts = dict(model=model, averages=averages, optimizer=optimizer, step=step, epoch=epoch,
-                 data=data_state, **rng_state)
-    checkpoint = tf.train.Checkpoint(**parts)
-
-    def save_checkpoint():
-        # Verified before older checkpoints go (pixelcnn_pp/checkpoint.py); a failed save
-        # raises CheckpointSaveError naming the cause and the checkpoint to resume from.
-        ckpt_lib.save_checkpoint(checkpoint, ckpt_dir, int(step.numpy()),
-                                 max_to_keep=1 if worker_dir else 3)
-
-    if resume_path:
-        if PolyakAverage.counter_in_checkpoint(resume_path):
-            checkpoint.restore(resume_path).assert_existing_objects_matched()
-        else:  # written before the averages counted their updates: count from the step
-            tf.train.Checkpoint(**{**parts, "averages": averages.without_counter()}).restore(
-                resume_path).assert_existing_objects_matched()
-            averages.num_updates.assign(step)
-        data_state.restore_into(train_data)
-        for _ in range(int(data_state.batches_done.numpy())):
-            next(train_data)  # skip the batches of this epoch already trained on
-        log(f"resumed from {resume_path} at epoch {int(epoch.numpy())}, "
-            f"step {int(step.numpy())}")
-    else:
-        if chief:
-            ckpt_lib.write_config(cfg.save_dir, model_config, dataclasses.asdict(cfg))
-        # Data-dependent init on the first init_batch_size images of the shuffled train set,
-        # on one device (cross-replica), so its statistics equal a single-device init.
-        batch = train_data.next(cfg.init_batch_size)
-        x_init, y_init = batch if want_labels else (batch, None)
-        log("initializing the model...")
-        with strategy.scope():
-            model.initialize(scale_images(x_init), h=one_hot_labels(y_init, num_classes))
-            averages.reset()  # deviation: averages start from the data-initialised weights
-        # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
-        # batch in the same order, so a seed gives the original's batches.
-        data_state.record_epoch_start(train_data)
-
-    # ---- compiled steps (the same ones benchmarks/train_speed.py times)
-    train_step, eval_step = make_steps(strategy, model, optimizer, averages, objective,
-                                       num_classes, jit_compile=cfg.jit_compile,
+                 data=data_state)
+    if model.rng is not None:   # the generator of its dropout masks (the baseline has none)
+        parts["rng"] = model.rng
+    train_step, eval_step = make_steps(strategy, model, optimizer, averages, model.objective,
+                                       model_config.num_classes, jit_compile=cfg.jit_compile,
                                        input_mutation_rate=cfg.input_mutation_rate,
-                                       l2_weight=cfg.l2_weight, mutation_seed=cfg.seed)
+                                       l2_weight=cfg.l2_weight, mutation_seed=cfg.seed,
+                                       fast=cfg.fast_ops)
+    writer = tf.summary.create_file_writer(
+        os.path.join(worker_dir or cfg.save_dir, "tensorboard"))
+    return Run(cfg=cfg, log=log, strategy=strategy, chief=chief, worker_dir=worker_dir,
+               train_data=train_data, test_data=test_data, model_config=model_config,
+               model=model, optimizer=optimizer, averages=averages, step=step, epoch=epoch,
+               data_state=data_state, parts=parts, checkpoint=tf.train.Checkpoint(**parts),
+               train_step=train_step,
+               eval_step=eval_step, writer=writer, resume_path=resume_path)
 
-    def distributed(batches):
-        return distribute_batches(strategy, batches, image_shape, global_batch, want_labels)
 
-    def evaluate():
-        total, n = 0.0, 0
-        with averages.swap():  # test bits/dim with the Polyak averages, as the original
-            for x, y in distributed(test_data):
-                total += float(eval_step(x, y))
-                n += global_batch
-        return total / (math.log(2.0) * dims * max(n, 1))
+def _checkpoint_to_resume(cfg, model_config, chief):
+    """The checkpoint --load_params resumes (None without it); errors for a save_dir that
+    cannot be resumed, or that would be overwritten without --load_params."""
+    if not cfg.load_params:
+        if chief and ckpt_lib.list_checkpoints(cfg.save_dir):
+            newest = ckpt_lib.list_checkpoints(cfg.save_dir)[0][1]
+            raise FileExistsError(
+                f"{cfg.save_dir!r} already holds a checkpoint ({os.path.basename(newest)} in "
+                f"{os.path.dirname(newest)}): pass --load_params to resume it, or choose "
+                "another --save_dir (nothing is overwritten)")
+        return None
+    none_yet = ckpt_lib.NoCheckpointError(
+        f"--load_params: no checkpoint in {cfg.save_dir!r} to resume (its training saved "
+        "none yet): run without --load_params to start afresh")
+    if not ckpt_lib.list_checkpoints(cfg.save_dir):
+        raise none_yet
+    saved, _ = ckpt_lib.read_config(cfg.save_dir)
+    diff = saved.differences(model_config)
+    if diff:
+        raise cli.UsageError(
+            "--load_params: these settings differ from the checkpoint's and would change "
+            "the model: " + ", ".join(f"{k}: saved {a} vs now {b}"
+                                      for k, (a, b) in sorted(diff.items()))
+            + ". Use the saved values or a new --save_dir.")
+    # The newest checkpoint that reads back whole; damaged newer ones are renamed
+    # ckpt-N.damaged.* (kept) and reported.
+    path = ckpt_lib.find_intact_checkpoint(
+        cfg.save_dir, warn=(lambda m: print(f"warning: {m}", file=sys.stderr, flush=True))
+        if chief else (lambda m: None), what="resuming from")
+    if path is None:
+        raise none_yet
+    return path
 
-    metrics_path = os.path.join(cfg.save_dir, "metrics.jsonl")
-    writer = tf.summary.create_file_writer(os.path.join(worker_dir or cfg.save_dir, "tensorboard"))
-    test_bpds = []
-    npz_path = os.path.join(cfg.save_dir, f"test_bpd_{cfg.data_set.replace(':', '_')}.npz")
-    if resume_path and os.path.exists(npz_path):
-        test_bpds = list(np.load(npz_path)["test_bpd"])
-    if resume_path and chief:
-        # Rows of epochs after the restored step (a fallback past a damaged checkpoint, or a
-        # run that went on after its last save) and of the epoch being resumed go to a side
-        # file, so that metrics.jsonl never holds an epoch twice; test_bpds likewise.
-        kept = _set_aside_metrics(metrics_path, int(step.numpy()), int(epoch.numpy()), log)
-        if kept is not None and len(test_bpds) > kept:
-            _atomic_savez(f"{npz_path[:-4]}.after-step-{int(step.numpy())}.npz",
-                          test_bpd=np.asarray(test_bpds[kept:]))
-            test_bpds = test_bpds[:kept]
-            _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
-    written = []
 
-    def save_outputs(ep, with_samples):
-        if chief:
-            if with_samples:
-                _write_samples(cfg, model, averages, model_config, ep, writer, log)
-            _atomic_savez(npz_path, test_bpd=np.asarray(test_bpds))
-        save_checkpoint()
+def resume_or_initialise(run):
+    """Restore the checkpoint being resumed (model, optimiser, averages, counters, the data
+    order and position), or write config.json and run the data-dependent initialisation."""
+    cfg = run.cfg
+    if run.resume_path:
+        if PolyakAverage.counter_in_checkpoint(run.resume_path):
+            run.checkpoint.restore(run.resume_path).assert_existing_objects_matched()
+        else:  # written before the averages counted their updates: count from the step
+            tf.train.Checkpoint(**{**run.parts, "averages": run.averages.without_counter()}
+                                ).restore(run.resume_path).assert_existing_objects_matched()
+            run.averages.num_updates.assign(run.step)
+        run.data_state.restore_into(run.train_data)
+        for _ in range(int(run.data_state.batches_done.numpy())):
+            next(run.train_data)  # skip the batches of this epoch already trained on
+        _resume_outputs(run)
+        run.log(f"resumed from {run.resume_path} at epoch {run.epoch_now()}, "
+                f"step {run.step_now()}")
+        return
+    if run.chief:
+        ckpt_lib.write_config(cfg.save_dir, run.model_config, dataclasses.asdict(cfg))
+    # Data-dependent init on the first init_batch_size images of the shuffled train set,
+    # on one device (cross-replica), so its statistics equal a single-device init.
+    batch = run.train_data.next(cfg.init_batch_size)
+    x_init, y_init = batch if cfg.class_conditional else (batch, None)
+    run.log("initializing the model...")
+    with run.strategy.scope():
+        run.model.initialize(scale_images(x_init),
+                             h=one_hot_labels(y_init, run.model_config.num_classes))
+        run.averages.reset()  # deviation: averages start from the data-initialised weights
+    # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
+    # batch in the same order, so a seed gives the original's batches.
+    run.data_state.record_epoch_start(run.train_data)
 
-    stop = None
-    with _StopRequested() as stop:
-        while int(epoch.numpy()) < cfg.max_epochs:
-            ep = int(epoch.numpy())
-            t0 = time.time()
-            train_nats, train_images = 0.0, 0
-            position = int(train_data.get_state()["position"])
-            n_batches = (len(train_data.data) - position) // global_batch  # left this epoch
-            ended_by = None
-            for i, (x, y) in enumerate(distributed(train_data)):
-                lr = cfg.learning_rate * cfg.lr_decay ** (int(step.numpy()) + 1)
-                loss = float(train_step(x, y, tf.constant(lr, tf.float32)))
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(_non_finite_message(
-                        loss, int(step.numpy()) + 1, ckpt_dir, cfg.learning_rate))
-                step.assign_add(1)
-                data_state.batches_done.assign_add(1)
-                if i == 0:
-                    freeze_traced_objects()  # the step is traced: keep the GC off its graph
-                train_nats += loss
-                train_images += global_batch
-                if not cfg.quiet and sys.stdout.isatty():
-                    print(_bar(i + 1, n_batches, t0,
-                               f"bpd {loss / (math.log(2.0) * dims * global_batch):.4f}"),
-                          end="", flush=True)
-                if cfg.max_steps is not None and int(step.numpy()) >= cfg.max_steps:
-                    ended_by = "max_steps"
-                    break
-                if stop.signum is not None:
-                    ended_by = "signal"
-                    break
-            if ended_by == "signal":
-                log(f"\nsignal {stop.signum}: saving a checkpoint at step {int(step.numpy())}")
-                save_checkpoint()
-                return written
-            if ended_by is None:  # a full epoch
-                epoch.assign_add(1)
-                data_state.record_epoch_start(train_data)
-            if not cfg.quiet and sys.stdout.isatty():
-                print()
-            train_bpd = (train_nats / (math.log(2.0) * dims * train_images)
-                         if train_images else float("nan"))
-            test_bpd = evaluate()
-            freeze_traced_objects()
-            test_bpds.append(test_bpd)
-            seconds = time.time() - t0
-            log(f"Iteration {ep}, time = {seconds:.0f}s, train bits_per_dim = {train_bpd:.4f}, "
-                f"test bits_per_dim = {test_bpd:.4f}")
-            lr_now = cfg.learning_rate * cfg.lr_decay ** int(step.numpy())
-            record = {"epoch": ep, "step": int(step.numpy()), "train_bpd": train_bpd,
-                      "test_bpd": test_bpd, "seconds": seconds, "lr": lr_now,
-                      "images_per_second": train_images / seconds if seconds else None}
-            if chief:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            written.append(record)
-            with writer.as_default(step=int(step.numpy())):
-                tf.summary.scalar("train/bits_per_dim", train_bpd)
-                tf.summary.scalar("test/bits_per_dim", test_bpd)
-                tf.summary.scalar("train/learning_rate", lr_now)
-            last = ended_by == "max_steps" or int(epoch.numpy()) >= cfg.max_epochs
-            if ep % cfg.save_interval == 0 or last:
-                save_outputs(ep, with_samples=cfg.num_samples > 0)
-            if ended_by == "max_steps":
-                break
-    writer.flush()
-    return written
+
+def _resume_outputs(run):
+    """The test bits/dim history of a resumed run; rows of epochs after the restored step (a
+    fallback past a damaged checkpoint, or a run that went on after its last save) and of the
+    epoch being resumed go to side files, so that metrics.jsonl never holds an epoch twice."""
+    if os.path.exists(run.npz_path):
+        run.test_bpds = list(np.load(run.npz_path)["test_bpd"])
+    if not run.chief:
+        return
+    kept = _set_aside_metrics(run.metrics_path, run.step_now(), run.epoch_now(), run.log)
+    if kept is not None and len(run.test_bpds) > kept:
+        _atomic_savez(f"{run.npz_path[:-4]}.after-step-{run.step_now()}.npz",
+                      test_bpd=np.asarray(run.test_bpds[kept:]))
+        run.test_bpds = run.test_bpds[:kept]
+        _atomic_savez(run.npz_path, test_bpd=np.asarray(run.test_bpds))
+
+
+@dataclasses.dataclass
+class EpochResult:
+    """What ``train_epoch`` did: the epoch's number, its summed training NLL (nats) over
+    ``images`` images, its time, and why it ended early ("max_steps", "signal") or None."""
+    epoch: int
+    nats: float
+    images: int
+    seconds: float
+    ended_by: Optional[str]
+
+
+def train_epoch(run, stop=None):
+    """Train on the rest of the current epoch (all of it unless resumed part way), one
+    compiled step per global batch; stops early at --max_steps or when ``stop.signum`` is
+    set (a signal). A completed epoch advances the epoch counter and records the loader's
+    state for the next."""
+    cfg, t0 = run.cfg, time.time()
+    ep = run.epoch_now()
+    nats, images, ended_by = 0.0, 0, None
+    position = int(run.train_data.get_state()["position"])
+    n_batches = (len(run.train_data.data) - position) // run.global_batch  # left this epoch
+    bar = cli.ProgressBar(unit="steps", images_per_unit=run.global_batch, stream=sys.stdout,
+                          tty_only=True)
+    bar.enabled = bar.enabled and not cfg.quiet
+    done = 0
+    for i, (x, y) in enumerate(run.distributed(run.train_data)):
+        lr = learning_rate_at(cfg, run.step_now() + 1)
+        loss = float(run.train_step(x, y, tf.constant(lr, tf.float32)))
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(_non_finite_message(
+                loss, run.step_now() + 1, run.ckpt_dir, cfg.learning_rate))
+        run.step.assign_add(1)
+        run.data_state.batches_done.assign_add(1)
+        if i == 0 and fast_ops.enabled():
+            fast_ops.freeze_gc()  # Deviation (fast_ops): the traced step out of the GC's walk
+        nats += loss
+        images += run.global_batch
+        done = i + 1
+        bar(done, n_batches, f"bpd {run.bits_per_dim(loss, run.global_batch):.4f}")
+        if cfg.max_steps is not None and run.step_now() >= cfg.max_steps:
+            ended_by = "max_steps"
+            break
+        if stop is not None and stop.signum is not None:
+            ended_by = "signal"
+            break
+    if ended_by is None:  # a full epoch
+        run.epoch.assign_add(1)
+        run.data_state.record_epoch_start(run.train_data)
+    if done < n_batches:
+        bar.end()
+    return EpochResult(ep, nats, images, time.time() - t0, ended_by)
+
+
+def evaluate(run):
+    """Test bits/dim of the whole test split with the Polyak averages, as the original."""
+    total, n = 0.0, 0
+    with run.averages.swap():
+        for x, y in run.distributed(run.test_data):
+            total += float(run.eval_step(x, y))
+            n += run.global_batch
+    if fast_ops.enabled():
+        fast_ops.freeze_gc()  # Deviation (fast_ops): the traced step out of the GC's walk
+    return run.bits_per_dim(total, n)
+
+
+def log_and_save(run, result, test_bpd):
+    """The epoch's line, its row of metrics.jsonl, TensorBoard scalars; every
+    --save_interval epochs and at the end, samples (PNG tile + .npz) and a checkpoint."""
+    cfg, step = run.cfg, run.step_now()
+    train_bpd = run.bits_per_dim(result.nats, result.images)
+    run.test_bpds.append(test_bpd)
+    seconds = result.seconds
+    run.log(f"Iteration {result.epoch}, time = {seconds:.0f}s, train bits_per_dim = "
+            f"{train_bpd:.4f}, test bits_per_dim = {test_bpd:.4f}")
+    lr_now = learning_rate_at(cfg, step)
+    record = {"epoch": result.epoch, "step": step, "train_bpd": train_bpd,
+              "test_bpd": test_bpd, "seconds": seconds, "lr": lr_now,
+              "images_per_second": result.images / seconds if seconds else None}
+    if run.chief:
+        with open(run.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    run.written.append(record)
+    with run.writer.as_default(step=step):
+        tf.summary.scalar("train/bits_per_dim", train_bpd)
+        tf.summary.scalar("test/bits_per_dim", test_bpd)
+        tf.summary.scalar("train/learning_rate", lr_now)
+    last = result.ended_by == "max_steps" or run.epoch_now() >= cfg.max_epochs
+    if result.epoch % cfg.save_interval == 0 or last:
+        if run.chief:
+            if cfg.num_samples > 0:
+                _write_samples(run, result.epoch)
+            _atomic_savez(run.npz_path, test_bpd=np.asarray(run.test_bpds))
+        run.save_checkpoint()
+    return record
 
 
 def _chief_and_scratch(strategy, save_dir):
@@ -702,32 +788,24 @@ def _atomic_savez(path, **arrays):
     os.replace(tmp, path)
 
 
-def _write_samples(cfg, model, averages, model_config, ep, writer, log):
+def _write_samples(run, ep):
     """num_samples batches of samples with the averaged weights: PNG tile + .npz."""
     from pixelcnn_pp import plotting
-    H, W, C = model_config.image_shape
-    n = cfg.batch_size
+    cfg, config = run.cfg, run.model_config
+    n, K = cfg.batch_size, config.num_classes
     images = []
     for k in range(cfg.num_samples):
-        h = None
-        if model_config.num_classes:
-            # labels arange(n) mod K, as the original
-            h = tf.one_hot(np.arange(n) % model_config.num_classes, model_config.num_classes)
-        seed = cfg.seed * 100003 + ep * 1009 + k
-        with averages.swap():
-            if model_config.model == "pixelcnn":
-                from pixelcnn_pp.baseline import sample as sample_baseline
-                x = sample_baseline(model, n, image_shape=(H, W, C), seed=seed)
-            else:
-                from pixelcnn_pp.sampling import sample
-                x = sample(model, n, image_shape=(H, W, C), h=h, seed=seed,
-                           method=cfg.sample_method)
+        # labels arange(n) mod K, as the original
+        h = tf.one_hot(np.arange(n) % K, K) if K else None
+        with run.averages.swap():
+            x = run.model.sample_images(n, config.image_shape, h=h,
+                                        seed=cfg.seed * 100003 + ep * 1009 + k,
+                                        method=cfg.sample_method)
         images.append(np.asarray(x))
-    images = np.concatenate(images)
-    u8 = plotting.images_to_uint8(images)
+    u8 = plotting.images_to_uint8(np.concatenate(images))
     base = os.path.join(cfg.save_dir, f"{cfg.data_set.replace(':', '_')}_sample{ep}")
     plotting.save_tile(base + ".png", u8[:100])
     _atomic_savez(base + ".npz", images=u8)
-    with writer.as_default(step=ep):
+    with run.writer.as_default(step=ep):
         tf.summary.image("samples", u8[:16].astype(np.float32) / 255.0, max_outputs=16)
-    log(f"wrote {len(u8)} samples to {base}.png / .npz")
+    run.log(f"wrote {len(u8)} samples to {base}.png / .npz")

@@ -46,7 +46,7 @@ def test_after_initialize_each_layer_is_normalised_on_the_init_batch(nonlinearit
 
 def test_second_conv_of_every_gated_resnet_uses_init_scale_0_1():
     model = tiny_model()
-    for blk in model.up_u + model.up_ul + model.down_u + model.down_ul:
+    for blk in model.blocks():
         assert blk.conv1.init_scale == 1.0 and blk.conv2.init_scale == 0.1
 
 
@@ -92,7 +92,7 @@ def test_conditional_variables_are_named_like_the_original():
     model(tf.zeros((1, 8, 8, 3)), h=tf.zeros((1, 10)))
     names = model.tf1_variables()
     hw = sorted(n for n in names if n.endswith("/hw"))
-    n_blocks = len(model.up_u + model.up_ul + model.down_u + model.down_ul)
+    n_blocks = len(model.blocks())
     assert hw == sorted(f"model/conditional_weights_{i}/hw" for i in range(n_blocks))
     assert names["model/conditional_weights_0/hw"].shape == (10, 16)
 

@@ -18,7 +18,7 @@ def readme_commands():
 def test_readme_starts_with_the_two_commands():
     train_cmd, test_cmd = readme_commands()[:2]
     assert train_cmd.startswith("pip install -e . && python train.py")
-    assert test_cmd == 'pip install -e ".[test]" && python -m pytest -q tests'
+    assert test_cmd == 'pip install -e ".[test]" && python -m pytest -q -n 2 tests'
 
 
 def test_quick_start_trains_and_writes_its_outputs(tmp_path):

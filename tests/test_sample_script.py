@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pixelcnn_pp import checkpoint, plotting, sampling
+from pixelcnn_pp import checkpoint, plotting, sample_files, sampling
 from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.optim import PolyakAverage
 
@@ -68,16 +68,16 @@ def test_sample_py_from_save_dir(save_dir):
     model, _ = checkpoint.load_model(save_dir, use_averages=True)
     onehot = np.eye(3, dtype=np.float32)
     first = sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
-                            seed=sampling.batch_seed(4, 0))
+                            seed=sample_files.batch_seed(4, 0))
     second = sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 0]],
-                             seed=sampling.batch_seed(4, 1))
+                             seed=sample_files.batch_seed(4, 1))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(
         np.concatenate([first, second[:2]])))
     raw, _ = checkpoint.load_model(save_dir, use_averages=False)
     for v, r in zip(model.trainable_variables, raw.trainable_variables):
         v.assign(r)                               # same model object: no new tracing
     assert not np.array_equal(first, sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
-                                                     seed=sampling.batch_seed(4, 0)))
+                                                     seed=sample_files.batch_seed(4, 0)))
 
 
 def test_sample_py_from_golden_tf1_checkpoint(tmp_path):
@@ -93,7 +93,7 @@ def test_sample_py_from_golden_tf1_checkpoint(tmp_path):
     # values, with the fast sampler.
     config = ModelConfig(image_shape=(16, 16, 3), nr_resnet=2, nr_filters=16,
                          nr_logistic_mix=4, dropout_p=0.0)
-    model, _ = sampling.load_model_for_sampling(tf1_checkpoint=GOLDEN_CKPT,
+    model, _ = checkpoint.load_for_inference(tf1_checkpoint=GOLDEN_CKPT,
                                                 model_config=config)
     x = sampling.sample(model, 2, (16, 16, 3), seed=1)
     np.testing.assert_array_equal(images, plotting.images_to_uint8(x))
@@ -111,58 +111,58 @@ def test_sample_py_reports_a_missing_checkpoint_in_one_line(tmp_path):
 
 def test_loading_errors(tmp_path, save_dir):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        sampling.load_model_for_sampling(save_dir=str(tmp_path / "nowhere"))
+        checkpoint.load_for_inference(save_dir=str(tmp_path / "nowhere"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        sampling.load_model_for_sampling(save_dir=str(empty))
+        checkpoint.load_for_inference(save_dir=str(empty))
     checkpoint.write_config(str(empty), ModelConfig(image_shape=(8, 8, 3)), {})
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        sampling.load_model_for_sampling(save_dir=str(empty))
+        checkpoint.load_for_inference(save_dir=str(empty))
     with pytest.raises(ValueError, match="exactly one"):
-        sampling.load_model_for_sampling()
+        checkpoint.load_for_inference()
     with pytest.raises(ValueError, match="exactly one"):
-        sampling.load_model_for_sampling(save_dir=save_dir, tf1_checkpoint=GOLDEN_CKPT)
+        checkpoint.load_for_inference(save_dir=save_dir, tf1_checkpoint=GOLDEN_CKPT)
     with pytest.raises(ValueError, match="model flags"):
-        sampling.load_model_for_sampling(tf1_checkpoint=GOLDEN_CKPT)
+        checkpoint.load_for_inference(tf1_checkpoint=GOLDEN_CKPT)
     with pytest.raises(FileNotFoundError, match="no TF1 checkpoint"):
-        sampling.load_model_for_sampling(tf1_checkpoint=str(tmp_path / "x.ckpt"),
+        checkpoint.load_for_inference(tf1_checkpoint=str(tmp_path / "x.ckpt"),
                                          model_config=ModelConfig(image_shape=(16, 16, 3)))
     wrong = ModelConfig(image_shape=(16, 16, 3), nr_resnet=2, nr_filters=32,
                         nr_logistic_mix=4, dropout_p=0.0)
     with pytest.raises(ValueError, match="do not match"):
-        sampling.load_model_for_sampling(tf1_checkpoint=GOLDEN_CKPT, model_config=wrong)
+        checkpoint.load_for_inference(tf1_checkpoint=GOLDEN_CKPT, model_config=wrong)
 
 
 def test_sample_to_files_argument_errors(tmp_path, save_dir):
     model, _ = checkpoint.load_model(save_dir)
     with pytest.raises(ValueError, match=".png"):
-        sampling.sample_to_files(model, str(tmp_path / "s.jpg"), 2, 2, (8, 8, 3))
+        sample_files.sample_to_files(model, str(tmp_path / "s.jpg"), 2, 2, (8, 8, 3))
     with pytest.raises(ValueError, match="out of range"):
-        sampling.sample_to_files(model, str(tmp_path / "s.png"), 2, 2, (8, 8, 3),
+        sample_files.sample_to_files(model, str(tmp_path / "s.png"), 2, 2, (8, 8, 3),
                                  labels=[1, 3])
     with pytest.raises(ValueError, match=">= 1"):
-        sampling.sample_to_files(model, str(tmp_path / "s.png"), 0, 2, (8, 8, 3))
+        sample_files.sample_to_files(model, str(tmp_path / "s.png"), 0, 2, (8, 8, 3))
 
 
 def test_sample_labels():
-    np.testing.assert_array_equal(sampling.sample_labels(None, 7, 3), [0, 1, 2, 0, 1, 2, 0])
-    np.testing.assert_array_equal(sampling.sample_labels("cycle", 4, 10), [0, 1, 2, 3])
-    np.testing.assert_array_equal(sampling.sample_labels(["5"], 3, 10), [5, 5, 5])
-    np.testing.assert_array_equal(sampling.sample_labels([1, 2], 5, 10), [1, 2, 1, 2, 1])
-    assert sampling.sample_labels(None, 4, None) is None
+    np.testing.assert_array_equal(sample_files.sample_labels(None, 7, 3), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(sample_files.sample_labels("cycle", 4, 10), [0, 1, 2, 3])
+    np.testing.assert_array_equal(sample_files.sample_labels(["5"], 3, 10), [5, 5, 5])
+    np.testing.assert_array_equal(sample_files.sample_labels([1, 2], 5, 10), [1, 2, 1, 2, 1])
+    assert sample_files.sample_labels(None, 4, None) is None
     with pytest.raises(ValueError, match="unconditional"):
-        sampling.sample_labels([1], 4, None)
+        sample_files.sample_labels([1], 4, None)
     with pytest.raises(ValueError, match="out of range"):
-        sampling.sample_labels([-1], 4, 10)
+        sample_files.sample_labels([-1], 4, 10)
 
 
 def test_batch_seeds():
-    assert sampling.batch_seed(7, 0) == 7
-    seeds = [sampling.batch_seed(7, b) for b in range(1, 50)]
+    assert sample_files.batch_seed(7, 0) == 7
+    seeds = [sample_files.batch_seed(7, b) for b in range(1, 50)]
     assert len(set(seeds) | {7}) == 50
-    assert seeds == [sampling.batch_seed(7, b) for b in range(1, 50)]
-    assert sampling.batch_seed(8, 1) != sampling.batch_seed(7, 1)
+    assert seeds == [sample_files.batch_seed(7, b) for b in range(1, 50)]
+    assert sample_files.batch_seed(8, 1) != sample_files.batch_seed(7, 1)
     assert all(0 <= s < 2**63 for s in seeds)
 
 

@@ -1,6 +1,7 @@
 """Speed and memory options: recompute (gradient checkpointing), mixed precision, XLA, and the
 training benchmark's smoke mode."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -55,25 +56,41 @@ def test_recompute_gives_the_plain_gradients_with_dropout():
     assert _worst_relative(g2, g0) > 1e-2
 
 
-def assert_same_training(dir_a, dir_b, steps=3, lr=1e-3):
+def initial_values(cfg, where):
+    """The weights a run of ``cfg`` starts from: its setup and data-dependent init (the first
+    two phases of training.train), written to ``where`` and read back by checkpoint name."""
+    from pixelcnn_pp import fast_ops
+    from pixelcnn_pp.training import resume_or_initialise, setup
+    with fast_ops.use(cfg.fast_ops):
+        run = setup(dataclasses.replace(cfg, save_dir=str(where)))
+        resume_or_initialise(run)
+    path = run.checkpoint.write(str(where / "initial"))
+    reader = tf.train.load_checkpoint(path)
+    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(path)
+            if n.startswith("model/")}
+
+
+def assert_same_training(dir_a, dir_b, init, steps=3, lr=1e-3):
     """The weights of two runs agree to round-off, as Adam propagates it: Adam divides each
     gradient by its own scale, so elements with tiny gradients turn round-off into a visible
     share of a step, up to 2 lr for a sign flip (the criterion and its derivation:
-    test_golden.assert_adam_steps_agree)."""
+    test_golden.assert_adam_steps_agree). ``init``: the weights both started from."""
     a = checkpoint_values(dir_a, prefixes=("model/",))
     b = checkpoint_values(dir_b, prefixes=("model/",))
-    assert set(a) == set(b)
+    assert set(a) == set(b) == set(init)
     assert_adam_steps_agree(a, b, steps, steps * lr, "two runs")
-    diff = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
-    # ... and they did train: the runs moved the weights by far more than that.
-    init = np.concatenate([np.abs(a[k]).ravel() for k in a])
-    assert init.max() > 100 * diff.max()
+    diff = max(np.abs(a[k] - b[k]).max() for k in a)
+    # ... and they did train: the runs moved the weights from where they started by far more
+    # than they differ, and by about what Adam's steps can (at most lr per step, per weight)
+    moved = max(np.abs(a[k] - init[k]).max() for k in a)
+    assert moved > 100 * diff and 0.5 * lr < moved <= 1.5 * steps * lr
 
 
 def test_recompute_training_equals_plain_training(tmp_path):
+    init = initial_values(tiny_cfg(tmp_path, dropout_p=0.5), tmp_path / "init")
     train(tiny_cfg(tmp_path / "plain", max_steps=3, dropout_p=0.5))
     train(tiny_cfg(tmp_path / "recompute", max_steps=3, dropout_p=0.5, recompute=True))
-    assert_same_training(tmp_path / "plain", tmp_path / "recompute")
+    assert_same_training(tmp_path / "plain", tmp_path / "recompute", init)
 
 
 def test_recompute_is_refused_for_the_baseline(tmp_path):
@@ -83,9 +100,10 @@ def test_recompute_is_refused_for_the_baseline(tmp_path):
 
 
 def test_xla_training_equals_plain_training(tmp_path):
+    init = initial_values(tiny_cfg(tmp_path), tmp_path / "init")
     train(tiny_cfg(tmp_path / "plain", max_steps=3))
     train(tiny_cfg(tmp_path / "xla", max_steps=3, jit_compile=True))
-    assert_same_training(tmp_path / "plain", tmp_path / "xla")
+    assert_same_training(tmp_path / "plain", tmp_path / "xla", init)
 
 
 @pytest.fixture
@@ -110,7 +128,7 @@ def test_mixed_bfloat16_model_keeps_float32_weights_loss_and_init(bf16_policy):
     ref.initialize(x, training=False)
     assert out.dtype == tf.float32  # the mixture parameters reach the likelihood in float32
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)
-    assert model.up_u[0].conv1.compute_dtype == "bfloat16"
+    assert model.up[0][0][0].conv1.compute_dtype == "bfloat16"
     # The data-dependent init computes its statistics in float32 from bf16 activations: the
     # scales and biases it sets are the float32 model's to bf16 accuracy.
     for a, b in zip(model.weight_norm_layers(), ref.weight_norm_layers()):

@@ -1,0 +1,136 @@
+"""Faster computations of a few of the original's formulas, in one place, behind one switch.
+
+The reference path through this package (``layers.py``, ``model.py``, ``optim.py``) writes the
+original's formulas as plain TensorFlow ops. Each function here computes one of them faster on
+a CPU, and is used only where ``enabled()`` is true while the caller is traced:
+
+========================  ===============================================  ===================
+here                      instead of                                       used by
+========================  ===============================================  ===================
+``dropout_keep``          a float uniform per element, compared with rate  ``layers.dropout``
+``weight_normalize``      the automatic gradient of g * l2_normalize(V)    ``layers`` (kernels)
+``fused(gate)``           x + a * sigmoid(b) as four ops (evaluation)      ``GatedResnet``
+``fused(adam_step)``,     chains of ~10 and 3 elementwise ops per weight   ``optim.Adam``,
+``fused(ema_step)``                                                        ``PolyakAverage``
+``freeze_gc``             (the garbage collector walking traced graphs)    the training loop
+========================  ===============================================  ===================
+
+Each computes the same formula (``tests/test_fast_ops.py`` holds every one to its plain
+version); the differences are float32 round-off (XLA's fused kernels, a hand-written
+gradient) and, for dropout, which random numbers make the mask (the keep probability is
+exactly the same). Their measured effects are in docs/PERFORMANCE.md.
+
+The switch is off when the package is imported: a model called directly computes the plain
+ops. Training turns it on (``TrainConfig.fast_ops``, ``train.py --fast_ops``, both default
+True), as do ``eval.py``, ``sample.py`` and ``score.py``; ``--nofast_ops`` runs the original's
+ops only. It is read when a function is traced: change it before the first call of a
+``tf.function``, not between calls.
+"""
+
+import contextlib
+import functools
+import gc
+
+import tensorflow as tf
+
+__all__ = ["enabled", "enable", "use", "dropout_keep", "weight_normalize", "fused",
+           "freeze_gc"]
+
+_enabled = False
+
+
+def enabled():
+    """Whether the fast versions are used by what is traced now."""
+    return _enabled
+
+
+def enable(on=True):
+    """Turn the fast versions on or off; returns the previous setting."""
+    global _enabled
+    before, _enabled = _enabled, bool(on)
+    return before
+
+
+@contextlib.contextmanager
+def use(on=True):
+    """``with use(flag):`` the switch is ``flag`` inside the block and restored after it."""
+    before = enable(on)
+    try:
+        yield
+    finally:
+        enable(before)
+
+
+# ---------------------------------------------------------------------------- dropout
+def dropout_keep(shape, rate, seed):
+    """A boolean keep mask, each element True with probability exactly 1 - rate, or None.
+
+    Where rate is a multiple of 1/256 (the default 0.5 is), each element's draw is 8 random
+    bits compared with rate * 256; a multiple of 1/65536: 16 bits. One 32-bit random word
+    then serves 4 (or 2) elements instead of one. Otherwise None: the caller draws float
+    uniforms. ``seed``: a stateless (2,) seed."""
+    for bits, dtype in ((8, tf.uint8), (16, tf.uint16)):
+        threshold = rate * 2 ** bits
+        if threshold == int(threshold):
+            per_word = 32 // bits
+            n = tf.reduce_prod(shape)
+            words = tf.random.stateless_uniform([(n + per_word - 1) // per_word], seed,
+                                                minval=None, maxval=None, dtype=tf.uint32)
+            draws = tf.reshape(tf.bitcast(words, dtype), [-1])[:n]
+            return tf.reshape(draws >= tf.constant(int(threshold), dtype), shape)
+    return None
+
+
+# ---------------------------------------------------------------------------- weight norm
+def _weight_norm_grads_fn(dW, V, g_b, axes):
+    """Gradients of W = g_b * l2_normalize(V, axes) (epsilon 1e-12) for the gradient dW of W:
+    (dV, dg_b). The formula TensorFlow's automatic gradient of those ops computes,
+    dV = g r (dW - n sum(dW n)) with r = 1/||V||, n = V r, and dg = sum(dW n), as one
+    reduction and one elementwise pass instead of ~10 passes over every kernel."""
+    ss = tf.reduce_sum(tf.square(V), axes, keepdims=True)
+    r = tf.math.rsqrt(tf.maximum(ss, 1e-12))
+    n = V * r
+    dg_b = tf.reduce_sum(dW * n, axes, keepdims=True)
+    # Below epsilon the norm is the constant sqrt(1e-12), and only the direct term is left.
+    dV = tf.where(ss > 1e-12, (g_b * r) * (dW - n * dg_b), (g_b * r) * dW)
+    return dV, dg_b
+
+
+_weight_norm_grads = tf.function(_weight_norm_grads_fn, jit_compile=True, autograph=False)
+
+
+def weight_normalize(V, g, axes, g_shape):
+    """g * l2_normalize(V, axes) (g reshaped to ``g_shape``): the same forward ops as the
+    plain version, with the gradient computed by one XLA-fused function."""
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def wn(V, g):
+        g_b = tf.reshape(g, g_shape)
+
+        def grad(dW):
+            dV, dg_b = _weight_norm_grads(tf.convert_to_tensor(dW), V, g_b, axes)
+            return dV, tf.reshape(dg_b, tf.shape(g))
+
+        return g_b * tf.nn.l2_normalize(V, axes), grad
+
+    return wn(V, g)
+
+
+# ---------------------------------------------------------------------------- XLA fusion
+@functools.lru_cache(maxsize=None)
+def fused(fn):
+    """``fn`` (a formula of elementwise ops) compiled by XLA into one pass over memory: it
+    reads each input once and writes each output once, instead of a temporary per op."""
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
+# ---------------------------------------------------------------------------- Python GC
+def freeze_gc():
+    """Move every Python object alive now out of the garbage collector's reach (gc.freeze).
+
+    Tracing the full model's training step leaves millions of long-lived Python objects (the
+    graphs' ops and tensors) that every full collection would walk again. Call it once the
+    steps are traced; later garbage is collected as usual."""
+    gc.collect()
+    gc.freeze()
