@@ -505,3 +505,14 @@ def test_score_py_one_line_errors(trained_run, tmp_path):
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr
     assert "32x32x3" in p.stderr and "32x32x1" in p.stderr
     assert not os.path.exists(tmp_path / "a.csv") and not os.path.exists(tmp_path / "b.csv")
+
+
+def test_score_speed_benchmark_smoke():
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "score_speed.py"),
+                        "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["images"] == 4 and r["images_per_second"] > 0 and r["fast_ops"] is True
+    assert r["minutes_for_10000_images"] == pytest.approx(10000 / r["images_per_second"] / 60,
+                                                          rel=0.01, abs=0.1)
+    assert 0 < r["mean_bits_per_dim"] < 20
