@@ -47,6 +47,8 @@ flags.DEFINE_bool("naive_xla", False, "also time a naive pass compiled with XLA;
                   "estimate uses the faster of the two")
 flags.DEFINE_bool("profile", False, "row-level / pixel-loop split, ops and FLOPs per step")
 flags.DEFINE_string("out", None, "also write the JSON here")
+flags.DEFINE_bool("fast_ops", True, "pixelcnn_pp/fast_ops.py's faster computations (as "
+                  "sample.py; --nofast_ops: the original's ops only)")
 
 
 def _best(fn, repeats):
@@ -122,9 +124,11 @@ def _profile(model, B, size, jit):
     # Row kinds: i mod 4 = 0 (all three levels), odd (full resolution only), 2 (two levels).
     out = {"row_kinds": ["i%4==0", "i odd", "i%4==2"], "row_s": [], "row_level_s": []}
     i = tf.constant(5)
+    given, no_given = tf.zeros((B, size, size, 3)), tf.constant(0)   # nothing given: sampling
     rows = []
     for t in range(3):
-        row = tf.function(lambda st, w, i, n, t=t: fs._row(t, st, w, i, n), autograph=False)
+        row = tf.function(lambda st, w, i, n, t=t: fs._row(t, st, w, i, n, given, no_given),
+                          autograph=False)
         row(st, w, i, noise)
         out["row_s"].append(_best(lambda: row(st, w, i, noise), 3))
         rows.append(row)
@@ -150,13 +154,16 @@ def _profile(model, B, size, jit):
 
 def main(argv):
     del argv
+    from pixelcnn_pp import fast_ops
+    fast_ops.enable(FLAGS.fast_ops)
     if FLAGS.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(FLAGS.precision)   # before the model is built
     result = {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__},
         "model": {"nr_resnet": FLAGS.nr_resnet, "nr_filters": FLAGS.nr_filters,
-                  "nr_logistic_mix": FLAGS.nr_logistic_mix, "precision": FLAGS.precision},
+                  "nr_logistic_mix": FLAGS.nr_logistic_mix, "precision": FLAGS.precision,
+                  "fast_ops": FLAGS.fast_ops},
         "command": "python benchmarks/sample_speed.py " + " ".join(sys.argv[1:]),
         "runs": [],
     }

@@ -34,6 +34,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from pixelcnn_pp import fast_ops
 from pixelcnn_pp.likelihood import sample_from_discretized_mix_logistic
 
 __all__ = ["sample", "complete", "position_noise", "energy_noise", "METHODS"]
@@ -254,7 +255,7 @@ _SAMPLERS = weakref.WeakKeyDictionary()
 def _get_sampler(model, method, B, H, W, conditional, jit):
     """Samplers keep their compiled functions: a second call with the same shapes reuses them."""
     cache = _SAMPLERS.setdefault(model, {})
-    key = (method, B, H, W, conditional, jit)
+    key = (method, B, H, W, conditional, jit, fast_ops.enabled())   # traced with the switch
     if key not in cache:
         if method == "fast":
             from pixelcnn_pp.fast_sampling import FastSampler as cls

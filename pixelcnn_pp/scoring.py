@@ -25,12 +25,14 @@ import imageio.v3 as iio
 import numpy as np
 import tensorflow as tf
 
+from pixelcnn_pp import fast_ops
 from pixelcnn_pp.likelihood import bits_per_dim
 
 __all__ = ["score_images", "subpixel_nll", "input_complexity", "png_bytes", "auroc",
            "heatmap_image", "colour_map", "draw_text"]
 
-_FUNCTIONS = weakref.WeakKeyDictionary()    # model -> its traced scoring functions
+# model -> {fast_ops switch when traced -> its traced scoring functions}
+_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def _functions(model):
@@ -39,8 +41,9 @@ def _functions(model):
     if getattr(model, "energy_distance", False):
         raise ValueError("an energy-distance model has no likelihood to score images with: "
                          "score with a model trained on the likelihood")
-    if model in _FUNCTIONS:
-        return _FUNCTIONS[model]
+    traced = _FUNCTIONS.setdefault(model, {})
+    if fast_ops.enabled() in traced:
+        return traced[fast_ops.enabled()]
     from pixelcnn_pp.training import scale_images
 
     @tf.function(autograph=False)
@@ -53,8 +56,8 @@ def _functions(model):
         x = scale_images(x)
         return model.subpixel_log_prob(x, model(x, h=h, training=False))
 
-    _FUNCTIONS[model] = {"nll": nll, "subpixel": subpixel}
-    return _FUNCTIONS[model]
+    traced[fast_ops.enabled()] = {"nll": nll, "subpixel": subpixel}
+    return traced[fast_ops.enabled()]
 
 
 def _check_images(model, images, labels):

@@ -8,6 +8,7 @@ and samples, dropout in training only.
 """
 
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -407,7 +408,7 @@ def train(cfg: TrainConfig, log=None):
                 while run.epoch_now() < cfg.max_epochs:
                     result = train_epoch(run, stop)
                     if result.ended_by == "signal":
-                        run.log(f"\nsignal {stop.signum}: saving a checkpoint at step "
+                        run.log(f"signal {stop.signum}: saving a checkpoint at step "
                                 f"{run.step_now()}")
                         run.save_checkpoint()
                         return run.written
@@ -489,7 +490,8 @@ class Run:
 
 def setup(cfg, log=None):
     """Devices, data, the model, its optimiser and averages, the compiled steps: a ``Run``.
-    Checks the save_dir against --load_params first; writes nothing."""
+    Checks the save_dir against --load_params first; creates the save_dir and the TensorBoard
+    writer, and writes no other file."""
     if log is None:
         log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
     os.makedirs(cfg.save_dir, exist_ok=True)
@@ -581,6 +583,17 @@ def _checkpoint_to_resume(cfg, model_config, chief):
     return path
 
 
+def _phase(fn):
+    """A phase of training runs with the fast_ops switch of its run's config (train() sets it
+    for the whole run; a phase called on its own does too), and restores the caller's."""
+    @functools.wraps(fn)
+    def phase(run, *args, **kwargs):
+        with fast_ops.use(run.cfg.fast_ops):
+            return fn(run, *args, **kwargs)
+    return phase
+
+
+@_phase
 def resume_or_initialise(run):
     """Restore the checkpoint being resumed (model, optimiser, averages, counters, the data
     order and position), or write config.json and run the data-dependent initialisation."""
@@ -595,9 +608,9 @@ def resume_or_initialise(run):
         run.data_state.restore_into(run.train_data)
         for _ in range(int(run.data_state.batches_done.numpy())):
             next(run.train_data)  # skip the batches of this epoch already trained on
-        _resume_outputs(run)
         run.log(f"resumed from {run.resume_path} at epoch {run.epoch_now()}, "
                 f"step {run.step_now()}")
+        _resume_outputs(run)
         return
     if run.chief:
         ckpt_lib.write_config(cfg.save_dir, run.model_config, dataclasses.asdict(cfg))
@@ -642,6 +655,7 @@ class EpochResult:
     ended_by: Optional[str]
 
 
+@_phase
 def train_epoch(run, stop=None):
     """Train on the rest of the current epoch (all of it unless resumed part way), one
     compiled step per global batch; stops early at --max_steps or when ``stop.signum`` is
@@ -684,6 +698,7 @@ def train_epoch(run, stop=None):
     return EpochResult(ep, nats, images, time.time() - t0, ended_by)
 
 
+@_phase
 def evaluate(run):
     """Test bits/dim of the whole test split with the Polyak averages, as the original."""
     total, n = 0.0, 0
@@ -693,9 +708,13 @@ def evaluate(run):
             n += run.global_batch
     if fast_ops.enabled():
         fast_ops.freeze_gc()  # Deviation (fast_ops): the traced step out of the GC's walk
+    if n == 0:
+        run.log(f"warning: the test split holds no full batch of {run.global_batch} images: "
+                "test bits/dim is nan (lower --batch_size)")
     return run.bits_per_dim(total, n)
 
 
+@_phase
 def log_and_save(run, result, test_bpd):
     """The epoch's line, its row of metrics.jsonl, TensorBoard scalars; every
     --save_interval epochs and at the end, samples (PNG tile + .npz) and a checkpoint."""

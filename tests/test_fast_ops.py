@@ -214,3 +214,21 @@ def test_with_the_switch_off_the_steps_hold_the_originals_ops_only(tiny_steps, f
             assert xla == fast
     train_nodes, _ = _graph_ops(tiny_steps[fast][0])
     assert _draws_bytes(train_nodes) == fast       # the 8-bit dropout draw: training only
+
+
+def test_scoring_and_sampling_trace_again_when_the_switch_changes():
+    from helpers import tiny_model
+    from pixelcnn_pp import sampling, scoring
+    model = tiny_model()
+    images = np.random.RandomState(0).randint(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    model(tf.zeros((1, 8, 8, 3)))
+    with fast_ops.use(False):
+        off = scoring.score_images(model, images, batch_size=2)["nll_nats"]
+        a = sampling.sample(model, 1, (8, 8, 3), seed=3, method="naive")
+    with fast_ops.use(True):
+        on = scoring.score_images(model, images, batch_size=2)["nll_nats"]
+        b = sampling.sample(model, 1, (8, 8, 3), seed=3, method="naive")
+    assert set(scoring._FUNCTIONS[model]) == {False, True}
+    assert {key[-1] for key in sampling._SAMPLERS[model]} == {False, True}
+    np.testing.assert_allclose(on, off, rtol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)

@@ -245,3 +245,25 @@ def test_pixel_sampler_draws_from_the_likelihood(num_channels, pinned):
         assert _chi2_pvalue(counts, n * exact[c]) > 1e-3, f"channel {c}"
         # The test has power: means off by three 8-bit steps are rejected.
         assert _chi2_pvalue(counts, n * shifted[c]) < 1e-6, f"channel {c}"
+
+
+def test_sample_speed_benchmark_runs_with_its_profile(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "speed.json"
+    p = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "sample_speed.py"),
+                        "--nr_resnet", "1", "--nr_filters", "8", "--nr_logistic_mix", "2",
+                        "--sizes", "8", "--batch_sizes", "2", "--xla", "off", "--repeats", "1",
+                        "--profile", "--out", str(out)],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["model"]["fast_ops"] is True
+    run = r["runs"][0]
+    assert run["fast_s"] > 0 and run["naive_s"] > 0
+    prof = run["profile"]
+    assert len(prof["row_s"]) == len(prof["row_level_s"]) == 3
+    assert prof["pixel_loop_s_per_step"] > 0
