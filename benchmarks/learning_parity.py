@@ -43,6 +43,8 @@ flags.DEFINE_integer("nr_logistic_mix", 5, "Logistic mixture components")
 flags.DEFINE_integer("batch_size", 16, "Batch size")
 flags.DEFINE_float("dropout_p", 0.5, "Dropout rate")
 flags.DEFINE_float("polyak_decay", 0.9995, "Polyak decay")
+flags.DEFINE_boolean("polyak_warmup", True, "The averages' warm-up (train.py's default); "
+                     "--nopolyak_warmup: the original's constant decay")
 flags.DEFINE_string("save_root", None, "Keep each seed's save_dir under this folder "
                     "(default: a temporary folder, deleted)")
 flags.DEFINE_boolean("smoke", False, "Tiny data and 20 steps: checks that it runs")
@@ -100,11 +102,13 @@ def run_seed(seed, data_dir, data_set, save_dir, steps, test_images):
                       nr_resnet=F.nr_resnet, nr_filters=F.nr_filters,
                       nr_logistic_mix=F.nr_logistic_mix, batch_size=F.batch_size,
                       init_batch_size=F.batch_size, dropout_p=F.dropout_p,
-                      polyak_decay=F.polyak_decay, nr_gpu=1, seed=seed, max_steps=steps,
+                      polyak_decay=F.polyak_decay, polyak_warmup=F.polyak_warmup, nr_gpu=1,
+                      seed=seed, max_steps=steps,
                       save_interval=10 ** 9, num_samples=0, quiet=True)
     t0 = time.time()
     records = train(cfg)
-    out = {"seed": seed, "steps": steps, "train_bpd_last_epoch": records[-1]["train_bpd"]}
+    out = {"seed": seed, "steps": steps, "polyak_warmup": F.polyak_warmup,
+           "train_bpd_last_epoch": records[-1]["train_bpd"]}
     n_batches = max(1, test_images // F.batch_size)
     for key, averaged in (("test_bpd_raw", False), ("test_bpd_averaged", True)):
         model, config = ckpt_lib.load_model(save_dir, use_averages=averaged)
