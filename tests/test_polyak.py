@@ -2,7 +2,7 @@
 checkpoints (old checkpoints without it included), the flag that turns it off, and what it is
 for: averages that are worth evaluating after a few dozen steps."""
 
-import json
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,10 +10,9 @@ import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp import training
-from pixelcnn_pp.evaluation import evaluate_checkpoint
 from pixelcnn_pp.optim import PolyakAverage
 from pixelcnn_pp.training import train
-from test_training import TINY, assert_same_weights, checkpoint_values, run_train, tiny_cfg
+from test_training import assert_same_weights, checkpoint_values, tiny_cfg
 
 
 def reference_averages(avg0, values, decay, warmup):
@@ -145,19 +144,28 @@ def test_a_checkpoint_without_the_count_loads_and_resumes(tmp_path, monkeypatch)
 
 
 def test_warm_averages_are_worth_evaluating_after_a_few_dozen_steps(tmp_path):
+    # One run through training's phases, with a second set of averages beside the run's: the
+    # original's constant decay, started from the same data-initialised weights and updated
+    # after every step from the same weights.
     steps = 32  # 4 epochs of the tiny set
-    warm = train(tiny_cfg(tmp_path / "warm", max_steps=steps))[-1]["test_bpd"]
-    raw = evaluate_checkpoint(save_dir=str(tmp_path / "warm"), batch_size=8,
-                              use_averages=False)["test_bpd"]
-    # The same run through train.py with the original's constant decay.
-    run_train(*TINY, "--nr_gpu", "1", "--dropout_p", "0", "--max_steps", str(steps),
-              "--nopolyak_warmup", "--save_dir", str(tmp_path / "constant"))
-    training_flags = json.load(open(tmp_path / "constant" / "config.json"))["training"]
-    assert training_flags["polyak_warmup"] is False
-    constant = evaluate_checkpoint(save_dir=str(tmp_path / "constant"), batch_size=8)["test_bpd"]
-    raw_constant = evaluate_checkpoint(save_dir=str(tmp_path / "constant"), batch_size=8,
-                                       use_averages=False)["test_bpd"]
-    assert raw_constant == pytest.approx(raw, abs=0.02)  # the same training either way
+    run = training.setup(tiny_cfg(tmp_path, max_steps=steps))
+    training.resume_or_initialise(run)
+    constant = PolyakAverage(run.model.trainable_variables, decay=0.9995, warmup=False)
+    step = run.train_step
+
+    def step_and_average(*args):
+        loss = step(*args)
+        constant.update()
+        return loss
+
+    run = dataclasses.replace(run, train_step=step_and_average)
+    while run.step_now() < steps:
+        training.train_epoch(run)
+    assert int(constant.num_updates.numpy()) == int(run.averages.num_updates.numpy()) == steps
+    warm = training.evaluate(run)
+    raw = training.evaluate(dataclasses.replace(
+        run, averages=PolyakAverage(run.model.trainable_variables)))  # averages = the weights
+    constant = training.evaluate(dataclasses.replace(run, averages=constant))
     # Warm-up weights update s by about 9 / (10 + s) and damps it by ((s + 1) / (t + 1))^9
     # afterwards, so at t the averages sit ~t / 10 = 3 updates behind the weights: in this
     # steep start (bits/dim falling by a few hundredths per step) within 0.15 of the raw

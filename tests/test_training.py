@@ -132,11 +132,15 @@ def test_class_conditional_training_runs(tmp_path):
 
 
 def test_two_replicas_equal_one_device_with_twice_the_batch(tmp_path):
-    common = TINY + ["--dropout_p", "0", "--max_steps", "4", "--init_batch_size", "8"]
+    # (with the original's constant Polyak decay, which train.py's flag records in config.json)
+    common = TINY + ["--dropout_p", "0", "--max_steps", "4", "--init_batch_size", "8",
+                     "--nopolyak_warmup"]
     run_train(*common, "--nr_gpu", "1", "--batch_size", "8", "--save_dir", str(tmp_path / "one"))
     p = run_train(*common, "--nr_gpu", "2", "--batch_size", "4", "--save_dir",
                   str(tmp_path / "two"), "--noquiet")
     assert "2 replica(s) on logical CPU devices" in p.stdout
+    for d in ("one", "two"):
+        assert json.load(open(tmp_path / d / "config.json"))["training"]["polyak_warmup"] is False
     assert_same_weights(checkpoint_values(tmp_path / "one"), checkpoint_values(tmp_path / "two"),
                         atol=2e-6)
 
