@@ -28,6 +28,8 @@ import time
 
 from absl import app, flags
 
+from model_flags import define_model_flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 F = flags.FLAGS
@@ -37,10 +39,8 @@ flags.DEFINE_boolean("make_data", False, "Write --data_dir from the demo photogr
 flags.DEFINE_string("seeds", "1,2,3", "Comma-separated seeds, one training run each")
 flags.DEFINE_integer("steps", 3000, "Training steps per seed")
 flags.DEFINE_integer("test_images", 2000, "Score the first this many test images")
-flags.DEFINE_integer("nr_resnet", 1, "Residual blocks per stage")
-flags.DEFINE_integer("nr_filters", 32, "Filters")
-flags.DEFINE_integer("nr_logistic_mix", 5, "Logistic mixture components")
-flags.DEFINE_integer("batch_size", 16, "Batch size")
+define_model_flags(nr_resnet=1, nr_filters=32, nr_logistic_mix=5, image_size=None,
+                   batch_help="Batch size")   # the original's small recipe
 flags.DEFINE_float("dropout_p", 0.5, "Dropout rate")
 flags.DEFINE_float("polyak_decay", 0.9995, "Polyak decay")
 flags.DEFINE_boolean("polyak_warmup", True, "The averages' warm-up (train.py's default); "

@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from model_flags import define_model_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "pixelcnn_pp"
 
@@ -34,11 +36,7 @@ flags.DEFINE_list("revs", ["HEAD", "WORKTREE"], "Versions to compare: git revisi
                   "repository, or WORKTREE (the files as they are); the first is the reference")
 flags.DEFINE_integer("rounds", 8, "Timed rounds (one training and one evaluation step of "
                      "every version each)")
-flags.DEFINE_integer("nr_resnet", 5, "Residual blocks per stage")
-flags.DEFINE_integer("nr_filters", 160, "Filters")
-flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
-flags.DEFINE_integer("image_size", 32, "Image height and width")
-flags.DEFINE_integer("batch_size", 16, "Images per step")
+define_model_flags()
 flags.DEFINE_boolean("eval_only", False, "Time evaluation steps only (the training steps, "
                      "~3.5x longer, are then run for warm-up only)")
 flags.DEFINE_boolean("smoke", False, "A tiny model and two rounds: checks that it runs")

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
+from model_flags import define_model_flags  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
@@ -33,9 +34,7 @@ from pixelcnn_pp.model import PixelCNNPP  # noqa: E402
 from pixelcnn_pp.training import PRECISIONS  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("nr_resnet", 5, "model size (default: the full CIFAR-10 model)")
-flags.DEFINE_integer("nr_filters", 160, "")
-flags.DEFINE_integer("nr_logistic_mix", 10, "")
+define_model_flags(image_size=None, batch_size=None)   # the full CIFAR-10 model
 flags.DEFINE_list("sizes", ["32"], "image sizes (square)")
 flags.DEFINE_list("batch_sizes", ["1", "16", "64"], "batch sizes")
 flags.DEFINE_enum("xla", "both", ["both", "on", "off"], "XLA for the fast sampler's pixel loop")

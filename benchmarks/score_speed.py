@@ -15,14 +15,12 @@ import time
 
 from absl import app, flags
 
+from model_flags import define_model_flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 F = flags.FLAGS
-flags.DEFINE_integer("nr_resnet", 5, "Residual blocks per stage")
-flags.DEFINE_integer("nr_filters", 160, "Filters")
-flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
-flags.DEFINE_integer("image_size", 32, "Image height and width")
-flags.DEFINE_integer("batch_size", 16, "Images per network pass")
+define_model_flags(batch_help="Images per network pass")
 flags.DEFINE_integer("images", 160, "Timed images")
 flags.DEFINE_boolean("fast_ops", True, "pixelcnn_pp/fast_ops.py's faster computations")
 flags.DEFINE_boolean("smoke", False, "A tiny model and two batches: checks that it runs")

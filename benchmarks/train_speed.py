@@ -31,14 +31,12 @@ import time
 
 from absl import app, flags
 
+from model_flags import define_model_flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 F = flags.FLAGS
-flags.DEFINE_integer("nr_resnet", 5, "Residual blocks per stage")
-flags.DEFINE_integer("nr_filters", 160, "Filters")
-flags.DEFINE_integer("nr_logistic_mix", 10, "Logistic mixture components")
-flags.DEFINE_integer("image_size", 32, "Image height and width")
-flags.DEFINE_integer("batch_size", 16, "Images per replica per step")
+define_model_flags(batch_help="Images per replica per step")
 flags.DEFINE_integer("steps", 5, "Timed training steps")
 flags.DEFINE_integer("warmup", 2, "Untimed training steps first (tracing included)")
 flags.DEFINE_integer("eval_steps", 5, "Timed evaluation steps (after one untimed)")
