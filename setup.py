@@ -9,10 +9,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["pixelcnn_pp", "pixelcnn_pp.*", "data", "data.*"]),
+    packages=find_packages(include=["pixelcnn_pp", "pixelcnn_pp.*"]),
     py_modules=["train", "sample", "eval", "score"],
     include_package_data=True,
-    package_data={"data": ["demo/*.npz", "demo/*.md"]},
+    package_data={"pixelcnn_pp.data": ["demo/*.npz", "demo/*.md"]},
     install_requires=["tensorflow>=2.16", "numpy", "imageio", "absl-py", "tensorboard"],
     extras_require={"test": ["pytest", "pytest-xdist"]},
 )

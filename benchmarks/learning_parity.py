@@ -96,7 +96,8 @@ def run_seed(seed, data_dir, data_set, save_dir, steps, test_images):
     """Train one seed as train.py does; {"seed", raw and averaged test bpd, seconds}."""
     from pixelcnn_pp import checkpoint as ckpt_lib
     from pixelcnn_pp.evaluation import test_bits_per_dim
-    from pixelcnn_pp.training import TrainConfig, make_loader, train
+    from pixelcnn_pp.data import make_loader
+    from pixelcnn_pp.training import TrainConfig, train
 
     cfg = TrainConfig(data_dir=data_dir, data_set=data_set, save_dir=save_dir,
                       nr_resnet=F.nr_resnet, nr_filters=F.nr_filters,

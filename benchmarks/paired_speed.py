@@ -95,7 +95,8 @@ def main(argv):
             likelihood = importlib.import_module(f"{name}.likelihood")
             model = pkg.PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
                                    dropout_p=0.5, seed=0)
-            model.initialize(training.scale_images(pool[0]))
+            scale = getattr(likelihood, "scale_images", None) or training.scale_images
+            model.initialize(scale(pool[0]))
             optimizer = optim.Adam(learning_rate=1e-3)
             optimizer.build(model.trainable_variables)
             averages = optim.PolyakAverage(model.trainable_variables)

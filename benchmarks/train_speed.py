@@ -159,11 +159,10 @@ def main(argv):
     import tensorflow as tf
 
     from pixelcnn_pp import PixelCNNPP
-    from pixelcnn_pp.likelihood import discretized_mix_logistic_loss
+    from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, scale_images
     from pixelcnn_pp.optim import Adam, PolyakAverage
     from pixelcnn_pp.fast_ops import freeze_gc
-    from pixelcnn_pp.training import (distribute_batches, make_steps,
-                                      make_strategy, scale_images)
+    from pixelcnn_pp.training import distribute_batches, make_steps, make_strategy
 
     if F.precision != "float32":
         keras.mixed_precision.set_global_policy(F.precision)

@@ -18,6 +18,7 @@ likelihood and ``sample`` draws images exactly, one network pass per sub-pixel.
 import keras
 import numpy as np
 import tensorflow as tf
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["causal_mask", "MaskedConv2D", "PixelCNN", "softmax_log_prob", "softmax_nll",
            "loss", "sample"]
@@ -43,9 +44,9 @@ def causal_mask(kernel_size, in_features, out_features, mask_type, num_channels=
     """
     kh, kw = kernel_size
     if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"masked convolutions need odd kernel sizes; got {kernel_size}")
+        raise InvalidInputError(f"masked convolutions need odd kernel sizes; got {kernel_size}")
     if mask_type not in ("A", "B"):
-        raise ValueError(f"mask_type must be 'A' or 'B'; got {mask_type!r}")
+        raise InvalidInputError(f"mask_type must be 'A' or 'B'; got {mask_type!r}")
     mask = np.zeros((kh, kw, in_features, out_features), np.float32)
     mask[:kh // 2] = 1.0                                   # rows above
     mask[kh // 2, :kw // 2] = 1.0                          # same row, to the left
@@ -134,9 +135,9 @@ class PixelCNN(keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         if num_channels not in (1, 3):
-            raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
+            raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
         if num_filters < 2 * num_channels:
-            raise ValueError(f"num_filters must be at least {2 * num_channels} so that every "
+            raise InvalidInputError(f"num_filters must be at least {2 * num_channels} so that every "
                              f"colour group has feature maps; got {num_filters}")
         self.num_layers = int(num_layers)
         self.num_filters = F = int(num_filters)
@@ -160,10 +161,10 @@ class PixelCNN(keras.Model):
 
     def call(self, x, h=None, training=False):
         if h is not None:
-            raise ValueError("this PixelCNN is unconditional; got h")
+            raise InvalidInputError("this PixelCNN is unconditional; got h")
         x = tf.convert_to_tensor(x)
         if x.shape.rank != 4 or x.shape[-1] != self.num_channels:
-            raise ValueError(f"PixelCNN(num_channels={self.num_channels}) expects images of "
+            raise InvalidInputError(f"PixelCNN(num_channels={self.num_channels}) expects images of "
                              f"shape (B, H, W, {self.num_channels}); got {x.shape}")
         y = self.conv_in(tf.cast(x, self.compute_dtype))          # (B, H, W, F)
         for blk in self.blocks:
@@ -252,10 +253,10 @@ def sample(model, batch_size, image_shape, h=None, seed=0):
     pair of ints. h must be None (the baseline is unconditional).
     """
     if h is not None:
-        raise ValueError("this PixelCNN is unconditional; got h")
+        raise InvalidInputError("this PixelCNN is unconditional; got h")
     H, W, C = (int(s) for s in image_shape)
     if C != model.num_channels:
-        raise ValueError(f"the model draws {model.num_channels}-channel images; got "
+        raise InvalidInputError(f"the model draws {model.num_channels}-channel images; got "
                          f"image_shape {tuple(image_shape)}")
     seed = tf.constant([seed, 0] if np.ndim(seed) == 0 else seed, tf.int64)
     return _sample_loop(model, int(batch_size), H, W, C, seed)

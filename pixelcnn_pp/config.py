@@ -8,6 +8,7 @@ so a checkpoint can never be loaded into the wrong network.
 import dataclasses
 import json
 from typing import Optional, Tuple
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["ModelConfig"]
 
@@ -36,9 +37,9 @@ class ModelConfig:
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         if self.model not in ("pixelcnn_pp", "pixelcnn"):
-            raise ValueError(f"model must be 'pixelcnn_pp' or 'pixelcnn', got {self.model!r}")
+            raise InvalidInputError(f"model must be 'pixelcnn_pp' or 'pixelcnn', got {self.model!r}")
         if len(self.image_shape) != 3 or self.image_shape[2] not in (1, 3):
-            raise ValueError(f"image_shape must be (H, W, 1 or 3), got {self.image_shape}")
+            raise InvalidInputError(f"image_shape must be (H, W, 1 or 3), got {self.image_shape}")
 
     @property
     def num_channels(self):
@@ -68,7 +69,7 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             # A typo'd key must not be silently ignored.
-            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+            raise InvalidInputError(f"unknown model config keys {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def to_json(self):

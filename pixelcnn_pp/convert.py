@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["assign_tf1_variables", "export_tf1_variables", "load_tf1_checkpoint",
            "read_tf1_checkpoint", "EMA_SUFFIX"]
@@ -19,7 +20,7 @@ EMA_SUFFIX = "/ExponentialMovingAverage"
 
 def _model_variables(model):
     if not model.built_weights():
-        raise ValueError("the model has no weights yet: call it once on a batch of the "
+        raise InvalidInputError("the model has no weights yet: call it once on a batch of the "
                          "right shape (e.g. model(x)) before assigning or exporting variables")
     return model.tf1_variables()
 
@@ -45,7 +46,7 @@ def assign_tf1_variables(model, arrays):
             if names:
                 shown = names[:12] + ([f"... and {len(names) - 12} more"] if len(names) > 12 else [])
                 parts.append(f"{len(names)} {title}:\n    " + "\n    ".join(shown))
-        raise ValueError(
+        raise InvalidInputError(
             "the variables do not match this model (check nr_resnet, nr_filters, "
             "nr_logistic_mix, num_classes, energy_distance and the image channels):\n  "
             + "\n  ".join(parts))
@@ -83,11 +84,11 @@ def read_tf1_checkpoint(path, use_ema=True):
             continue
         key = name + EMA_SUFFIX if use_ema else name
         if key not in names:
-            raise ValueError(f"checkpoint {path!r} has {name} but no {key}; load it with "
+            raise InvalidInputError(f"checkpoint {path!r} has {name} but no {key}; load it with "
                              "use_ema=False to take the raw values")
         out[name] = reader.get_tensor(key)
     if not out:
-        raise ValueError(f"checkpoint {path!r} holds no 'model/...' variables: is it a "
+        raise InvalidInputError(f"checkpoint {path!r} holds no 'model/...' variables: is it a "
                          "PixelCNN++ checkpoint of the original code?")
     return out
 

@@ -5,14 +5,15 @@ import tensorflow as tf
 
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.config import ModelConfig
-from pixelcnn_pp.likelihood import bits_per_dim
+from pixelcnn_pp.data import make_loader
+from pixelcnn_pp.likelihood import bits_per_dim, scale_images
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
 
 def test_bits_per_dim(model, config, loader, max_batches=None):
     """Mean bits/dim of the loader's images under the model (as loaded: no swapping here)."""
-    from pixelcnn_pp.training import scale_images
     k = config.num_classes
 
     @tf.function
@@ -29,16 +30,15 @@ def test_bits_per_dim(model, config, loader, max_batches=None):
         total += float(step(tf.constant(x), tf.constant(y, tf.int32)))
         n += len(x)
     if n == 0:
-        raise ValueError("the test split gave no full batch: lower --batch_size")
+        raise InvalidInputError("the test split gave no full batch: lower --batch_size")
     return bits_per_dim(total, n, config.image_shape), n
 
 
 def evaluate_checkpoint(save_dir=None, tf1_checkpoint=None, data_set=None, data_dir=None,
                         batch_size=16, use_averages=True, tf1_model=None, max_batches=None):
     """{"test_bpd", "images", "data_set"} for a save_dir of ours or a TF1 checkpoint."""
-    from pixelcnn_pp.training import make_loader
     if (save_dir is None) == (tf1_checkpoint is None):
-        raise ValueError("give exactly one of --save_dir or --tf1_checkpoint")
+        raise InvalidInputError("give exactly one of --save_dir or --tf1_checkpoint")
     if save_dir is not None:
         # One loader for eval.py and sample.py: the newest intact checkpoint (damaged newer
         # ones renamed and reported).
@@ -59,7 +59,7 @@ def evaluate_checkpoint(save_dir=None, tf1_checkpoint=None, data_set=None, data_
     loader = make_loader(data_set, data_dir, "test", batch_size,
                          return_labels=bool(config.num_classes))
     if tuple(loader.get_observation_size()) != config.image_shape:
-        raise ValueError(f"the model was trained on {config.image_shape} images but "
+        raise InvalidInputError(f"the model was trained on {config.image_shape} images but "
                          f"{data_set!r} has {loader.get_observation_size()}")
     bpd, n = test_bits_per_dim(model, config, loader, max_batches=max_batches)
     return {"test_bpd": bpd, "images": n, "data_set": data_set}

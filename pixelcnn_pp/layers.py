@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from pixelcnn_pp import fast_ops
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
     "concat_elu", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
@@ -45,7 +46,7 @@ def dropout(x, rate, seed):
     original's ``tf.nn.dropout``)."""
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        raise InvalidInputError(f"dropout rate must be in [0, 1), got {rate}")
     if rate == 0.0:
         return x
     # Deviation (fast_ops): the mask from 8 or 16 random bits per element, not a float.

@@ -13,19 +13,27 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
+    "scale_images",
     "discretized_mix_logistic_log_prob", "discretized_mix_logistic_loss", "nll_per_image",
     "subpixel_log_prob", "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
     "energy_distance_loss", "nr_mix_from_params",
 ]
 
 
+def scale_images(x):
+    """uint8 images -> float32 in [-1, 1], as the original's train.py: (x - 127.5) / 127.5.
+    The likelihood's 256 bins are centred on this grid."""
+    return (tf.cast(x, tf.float32) - 127.5) / 127.5
+
+
 def nr_mix_from_params(num_params, num_channels=3):
     """M from the last dimension of ``l``: P = 10M (RGB) or 3M (grayscale)."""
     per = 10 if num_channels == 3 else 3
     if num_params % per:
-        raise ValueError(f"a {num_channels}-channel mixture needs a multiple of {per} "
+        raise InvalidInputError(f"a {num_channels}-channel mixture needs a multiple of {per} "
                          f"parameters per pixel; got {num_params}")
     return num_params // per
 
@@ -70,7 +78,7 @@ def _component_log_probs(x, l):
     l = tf.cast(l, dtype)
     C = x.shape[-1]
     if C not in (1, 3):
-        raise ValueError(f"the logistic mixture is defined for 1 or 3 channels; got {C}")
+        raise InvalidInputError(f"the logistic mixture is defined for 1 or 3 channels; got {C}")
     M, logit_probs, means, log_scales, coeffs = _unpack(l, C)
     x = x[..., None] + tf.zeros_like(means)                       # (B, H, W, C, M)
     if C == 3:
@@ -176,7 +184,7 @@ def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, n
     C = num_channels
     M, logit_probs, means, log_scales, coeffs = _unpack(l, C)
     if M != nr_mix:
-        raise ValueError(f"l has parameters for {M} mixture components, not nr_mix={nr_mix}")
+        raise InvalidInputError(f"l has parameters for {M} mixture components, not nr_mix={nr_mix}")
     if noise is None:
         seeds = (None, None) if seed is None else tf.unstack(
             tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))

@@ -14,6 +14,7 @@ import tensorflow as tf
 from pixelcnn_pp import layers as L
 from pixelcnn_pp.likelihood import (discretized_mix_logistic_loss, energy_distance_loss,
                                     nll_per_image, subpixel_log_prob)
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["PixelCNNPP"]
 
@@ -75,12 +76,12 @@ class PixelCNNPP(keras.Model):
         super().__init__(**kwargs)
         self.recompute = bool(recompute)
         if resnet_nonlinearity not in L.NONLINEARITIES:
-            raise ValueError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
+            raise InvalidInputError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
                              f"got {resnet_nonlinearity!r}")
         if num_channels not in (1, 3):
-            raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
+            raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
         if energy_distance and num_channels != 3:
-            raise ValueError("the energy-distance head is defined for RGB images only")
+            raise InvalidInputError("the energy-distance head is defined for RGB images only")
         self.nr_resnet = R = int(nr_resnet)
         self.nr_filters = F = int(nr_filters)
         self.nr_logistic_mix = int(nr_logistic_mix)
@@ -178,7 +179,7 @@ class PixelCNNPP(keras.Model):
     def tf1_variables(self):
         """{original variable name ("model/conv2d_0/V", ...): variable}. Needs a built model."""
         if not self.built_weights():
-            raise ValueError("the model has no weights yet: call it once on a batch "
+            raise InvalidInputError("the model has no weights yet: call it once on a batch "
                              "(or run model.initialize(x)) before reading its variables")
         out = {}
         for layer in self.weight_norm_layers():
@@ -195,25 +196,25 @@ class PixelCNNPP(keras.Model):
     def _check_inputs(self, x, h):
         shape = x.shape
         if shape.rank != 4:
-            raise ValueError(f"PixelCNNPP expects images of shape (B, H, W, C); got {shape}")
+            raise InvalidInputError(f"PixelCNNPP expects images of shape (B, H, W, C); got {shape}")
         _, H, W, C = shape
         if H is None or W is None or H % 4 or W % 4:
-            raise ValueError(
+            raise InvalidInputError(
                 f"PixelCNNPP needs image height and width divisible by 4 (two 2x "
                 f"downsamplings); got {H}x{W}. Crop or pad the images, e.g. to "
                 f"{(H or 0) // 4 * 4 or 4}x{(W or 0) // 4 * 4 or 4}.")
         if C != self.num_channels:
-            raise ValueError(f"this model was built for {self.num_channels}-channel images "
+            raise InvalidInputError(f"this model was built for {self.num_channels}-channel images "
                              f"(num_channels={self.num_channels}); got {C} channels")
         if self.num_classes and h is None:
-            raise ValueError(f"this model is class-conditional (num_classes={self.num_classes}):"
+            raise InvalidInputError(f"this model is class-conditional (num_classes={self.num_classes}):"
                              " pass h, a (B, num_classes) one-hot float tensor")
         if h is not None:
             if not self.num_classes:
-                raise ValueError("this model is unconditional (num_classes=None) but got h; "
+                raise InvalidInputError("this model is unconditional (num_classes=None) but got h; "
                                  "build it with num_classes=K to condition on labels")
             if h.shape.rank != 2 or h.shape[-1] != self.num_classes:
-                raise ValueError(f"h must have shape (B, {self.num_classes}); got {h.shape}")
+                raise InvalidInputError(f"h must have shape (B, {self.num_classes}); got {h.shape}")
 
     def call(self, x, h=None, training=False, energy_noise=None):
         """energy_noise: the energy-distance head's U(-1, 1) noise, (10B, H, W, 4); None draws
@@ -279,14 +280,14 @@ class PixelCNNPP(keras.Model):
     def nll_per_image(self, x, out):
         """(B,) negative log-likelihood of each image, nats (``likelihood.nll_per_image``)."""
         if self.energy_distance:
-            raise ValueError("an energy-distance model has no likelihood")
+            raise InvalidInputError("an energy-distance model has no likelihood")
         return nll_per_image(x, out)
 
     def subpixel_log_prob(self, x, out):
         """(B, H, W, C) log p of each sub-pixel given all before it, nats
         (``likelihood.subpixel_log_prob``)."""
         if self.energy_distance:
-            raise ValueError("an energy-distance model has no likelihood")
+            raise InvalidInputError("an energy-distance model has no likelihood")
         return subpixel_log_prob(x, out)
 
     def sample_images(self, batch_size, image_shape, h=None, seed=0, method="fast", **kwargs):

@@ -11,6 +11,7 @@ import os
 
 import imageio.v2 as imageio
 import numpy as np
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["images_to_uint8", "img_tile", "save_tile"]
 
@@ -34,7 +35,7 @@ def img_tile(imgs, aspect_ratio=1.0, tile_shape=None, border=1, border_color=0):
     """
     imgs = np.asarray(imgs)
     if imgs.ndim not in (3, 4):
-        raise ValueError(f"img_tile takes images (N, H, W) or (N, H, W, C); got shape "
+        raise InvalidInputError(f"img_tile takes images (N, H, W) or (N, H, W, C); got shape "
                          f"{imgs.shape}")
     n = imgs.shape[0]
     img_shape = np.array(imgs.shape[1:3])
@@ -44,7 +45,7 @@ def img_tile(imgs, aspect_ratio=1.0, tile_shape=None, border=1, border_color=0):
                          int(np.ceil(np.sqrt(n / aspect_ratio)))))
     else:
         if len(tile_shape) != 2:
-            raise ValueError(f"tile_shape must be (rows, cols), got {tile_shape}")
+            raise InvalidInputError(f"tile_shape must be (rows, cols), got {tile_shape}")
         grid = np.array(tile_shape)
     out_shape = np.array(imgs.shape[1:])
     out_shape[:2] = (img_shape + border) * grid - border
@@ -68,7 +69,7 @@ def save_tile(path, images, border=1, border_color=255, max_images=None):
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"save_tile takes images (N, H, W, 1 or 3); got shape {images.shape}")
+        raise InvalidInputError(f"save_tile takes images (N, H, W, 1 or 3); got shape {images.shape}")
     if images.dtype != np.uint8:
         images = images_to_uint8(images)
     if max_images is not None:

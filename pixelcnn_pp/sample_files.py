@@ -2,6 +2,7 @@
 an .npz (``sample_to_files``); the completion grid is ``completion.complete_to_files``."""
 
 import numpy as np
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["sample_labels", "batch_seed", "sample_to_files"]
 
@@ -14,16 +15,16 @@ def sample_labels(labels, num_samples, num_classes):
     """
     if not num_classes:
         if labels is not None and labels != "cycle":
-            raise ValueError("this model is unconditional: it takes no --labels")
+            raise InvalidInputError("this model is unconditional: it takes no --labels")
         return None
     if labels is None or labels == "cycle":
         return np.arange(num_samples) % num_classes
     labels = np.asarray([int(l) for l in labels])
     if labels.size == 0:
-        raise ValueError("--labels is empty: give class indices, or 'cycle'")
+        raise InvalidInputError("--labels is empty: give class indices, or 'cycle'")
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.size:
-        raise ValueError(f"labels {sorted(set(bad.tolist()))} out of range: this model has "
+        raise InvalidInputError(f"labels {sorted(set(bad.tolist()))} out of range: this model has "
                          f"{num_classes} classes (0 .. {num_classes - 1})")
     return np.resize(labels, num_samples)
 
@@ -48,10 +49,10 @@ def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=Non
     """
     from pixelcnn_pp import plotting
     if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, "
+        raise InvalidInputError(f"num_samples and batch_size must be >= 1; got {num_samples}, "
                          f"{batch_size}")
     if not str(out).lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file (the .npz goes beside it); got {out!r}")
+        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got {out!r}")
     num_classes = getattr(model, "num_classes", None)
     y = sample_labels(labels, num_samples, num_classes)
     H = int(image_shape[0])

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from pixelcnn_pp import fast_ops
 from pixelcnn_pp.likelihood import sample_from_discretized_mix_logistic
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["sample", "complete", "position_noise", "energy_noise", "METHODS"]
 
@@ -167,28 +168,28 @@ def _check_completion_args(model, images, num_given, h, method):
     """(images as float32 numpy, num_given as int), or a ValueError saying what is wrong."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"images must be floats in [-1, 1] (8-bit values v as (v - 127.5) / "
+        raise InvalidInputError(f"images must be floats in [-1, 1] (8-bit values v as (v - 127.5) / "
                          f"127.5); got dtype {images.dtype}")
     if images.ndim != 4 or images.shape[0] < 1:
-        raise ValueError(f"images must be a batch (B, H, W, C) with B >= 1; got shape "
+        raise InvalidInputError(f"images must be a batch (B, H, W, C) with B >= 1; got shape "
                          f"{images.shape}")
     if images.shape[-1] != getattr(model, "num_channels", images.shape[-1]):
-        raise ValueError(f"this model draws {model.num_channels}-channel images; the images "
+        raise InvalidInputError(f"this model draws {model.num_channels}-channel images; the images "
                          f"have {images.shape[-1]} channels (shape {images.shape})")
     B, H, W, C = images.shape
     _check_args(model, B, (H, W, C), h, method)
     if isinstance(num_given, (bool, np.bool_)) or not isinstance(num_given,
                                                                  (int, np.integer)):
-        raise ValueError(f"num_given must be an int (pixels kept, raster order); got "
+        raise InvalidInputError(f"num_given must be an int (pixels kept, raster order); got "
                          f"{num_given!r}")
     if not 0 <= num_given <= H * W:
-        raise ValueError(f"num_given must be between 0 and H*W = {H * W} (pixels kept, "
+        raise InvalidInputError(f"num_given must be between 0 and H*W = {H * W} (pixels kept, "
                          f"raster order; rows * {W} keeps whole rows); got {num_given}")
     images = images.astype(np.float32)
     kept = images.reshape(B, H * W, C)[:, :int(num_given)]
     outside = ~(np.abs(kept) <= 1.0)                  # NaN is outside too
     if outside.any():
-        raise ValueError(f"the given pixels must lie in [-1, 1] (8-bit values v as (v - 127.5) "
+        raise InvalidInputError(f"the given pixels must lie in [-1, 1] (8-bit values v as (v - 127.5) "
                          f"/ 127.5); {outside.sum()} of {kept.size} values are outside it (e.g. "
                          f"{float(kept[outside][0]):.6g})")
     return images, int(num_given)
@@ -218,33 +219,33 @@ _DEFAULT_JIT = {"fast": False, "naive": False}
 
 def _check_args(model, batch_size, image_shape, h, method):
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if not hasattr(model, "weight_norm_layers"):
         raise TypeError(f"sample() draws from a PixelCNNPP; got {type(model).__name__} (the "
                         "PixelCNN baseline samples with pixelcnn_pp.baseline.sample)")
     if not model.built_weights():
-        raise ValueError("the model has no weights yet: load a checkpoint, or call it once "
+        raise InvalidInputError("the model has no weights yet: load a checkpoint, or call it once "
                          "on a batch, before sampling")
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
     if len(image_shape) != 3:
-        raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
+        raise InvalidInputError(f"image_shape must be (H, W, C), got {image_shape}")
     H, W, C = (int(s) for s in image_shape)
     if H < 4 or W < 4 or H % 4 or W % 4:
-        raise ValueError(f"image height and width must be positive multiples of 4 (two 2x "
+        raise InvalidInputError(f"image height and width must be positive multiples of 4 (two 2x "
                          f"downsamplings); got {H}x{W}")
     if C != model.num_channels:
-        raise ValueError(f"this model draws {model.num_channels}-channel images; "
+        raise InvalidInputError(f"this model draws {model.num_channels}-channel images; "
                          f"image_shape has C={C}")
     K = model.num_classes
     if K and h is None:
-        raise ValueError(f"this model is class-conditional (num_classes={K}): pass h, a "
+        raise InvalidInputError(f"this model is class-conditional (num_classes={K}): pass h, a "
                          f"({batch_size}, {K}) one-hot array of the labels to sample")
     if h is not None:
         if not K:
-            raise ValueError("this model is unconditional: it takes no labels (h must be None)")
+            raise InvalidInputError("this model is unconditional: it takes no labels (h must be None)")
         if tuple(np.shape(h)) != (batch_size, K):
-            raise ValueError(f"h must have shape (batch_size, num_classes) = "
+            raise InvalidInputError(f"h must have shape (batch_size, num_classes) = "
                              f"({batch_size}, {K}); got {tuple(np.shape(h))}")
     return H, W, C
 

@@ -62,7 +62,7 @@ def _heatmap_paths(r, n_in, n_out):
 
 def _load_set(r, data_set, data_dir, subset, what):
     """{"images", "labels" (or None), "files" (or None), "name"} of one split, loaded once."""
-    from pixelcnn_pp.training import make_loader
+    from pixelcnn_pp.data import make_loader
     loader = make_loader(data_set, data_dir, subset, 1)
     images = loader.data
     labels = getattr(loader, "labels", None)

@@ -26,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp import fast_ops
-from pixelcnn_pp.likelihood import bits_per_dim
+from pixelcnn_pp.likelihood import bits_per_dim, scale_images
+from pixelcnn_pp.errors import InvalidInputError
 
-__all__ = ["score_images", "subpixel_nll", "input_complexity", "png_bytes", "auroc",
+__all__ = ["score_images", "mutate_inputs", "subpixel_nll", "input_complexity", "png_bytes", "auroc",
            "heatmap_image", "colour_map", "draw_text"]
 
 # model -> {fast_ops switch when traced -> its traced scoring functions}
@@ -39,12 +40,11 @@ def _functions(model):
     """{"nll": (x uint8, h) -> (B,) nats, "subpixel": (x uint8, h) -> (B, H, W, C) log p},
     through the interface PixelCNNPP and the PixelCNN baseline share."""
     if getattr(model, "energy_distance", False):
-        raise ValueError("an energy-distance model has no likelihood to score images with: "
+        raise InvalidInputError("an energy-distance model has no likelihood to score images with: "
                          "score with a model trained on the likelihood")
     traced = _FUNCTIONS.setdefault(model, {})
     if fast_ops.enabled() in traced:
         return traced[fast_ops.enabled()]
-    from pixelcnn_pp.training import scale_images
 
     @tf.function(autograph=False)
     def nll(x, h):
@@ -65,24 +65,24 @@ def _check_images(model, images, labels):
     conditional model; raises ValueError saying what is wrong."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
+        raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
                          f"{images.shape}")
     C = model.num_channels
     if images.shape[-1] != C:
-        raise ValueError(f"the model takes {C}-channel images; these have {images.shape[-1]} "
+        raise InvalidInputError(f"the model takes {C}-channel images; these have {images.shape[-1]} "
                          f"channels (shape {images.shape})")
     k = model.num_classes
     if not k:
         return images, None
     if labels is None:
-        raise ValueError(f"this model is class-conditional ({k} classes): it scores p(x | "
+        raise InvalidInputError(f"this model is class-conditional ({k} classes): it scores p(x | "
                          "label) and needs each image's label")
     labels = np.asarray(labels).astype(np.int64)
     if labels.shape != (len(images),):
-        raise ValueError(f"labels must be ({len(images)},); got {labels.shape}")
+        raise InvalidInputError(f"labels must be ({len(images)},); got {labels.shape}")
     bad = labels[(labels < 0) | (labels >= k)]
     if bad.size:
-        raise ValueError(f"labels {sorted(set(bad.tolist()))} out of range: the model has {k} "
+        raise InvalidInputError(f"labels {sorted(set(bad.tolist()))} out of range: the model has {k} "
                          f"classes (0 .. {k - 1})")
     return images, labels
 
@@ -91,7 +91,7 @@ def _batched(model, name, images, labels, batch_size, progress=None):
     """Run the model's function ``name`` over images in batches of batch_size (the last one
     padded with copies of its last image, the padding dropped); concatenated numpy output."""
     if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+        raise InvalidInputError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     images, labels = _check_images(model, images, labels)
     fn = _functions(model)[name]
     k = model.num_classes
@@ -143,12 +143,24 @@ def subpixel_nll(model, images, labels=None, batch_size=16, progress=None):
 
 
 # ----------------------------------------------------------------------- input complexity
+def mutate_inputs(x, rate, seed):
+    """Replace each sub-pixel of the uint8 images x, independently with probability ``rate``,
+    by a uniform random value in 0..255 (the input perturbation of Ren et al. 2019's background
+    models). ``seed``: a stateless (2,) int seed; the same seed gives the same images."""
+    s_mask, s_value = tf.unstack(tf.random.experimental.stateless_split(
+        tf.cast(seed, tf.int64), 2))
+    replace = tf.random.stateless_uniform(tf.shape(x), s_mask) < rate
+    values = tf.random.stateless_uniform(tf.shape(x), s_value, minval=0, maxval=256,
+                                         dtype=tf.int32)
+    return tf.where(replace, tf.cast(values, x.dtype), x)
+
+
 def png_bytes(image):
     """A lossless PNG encoding of one uint8 image (H, W, C), at the highest compression
     level."""
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"an image must be uint8 (H, W, 1 or 3); got {a.dtype} {a.shape}")
+        raise InvalidInputError(f"an image must be uint8 (H, W, 1 or 3); got {a.dtype} {a.shape}")
     return iio.imwrite("<bytes>", a[..., 0] if a.shape[-1] == 1 else a, extension=".png",
                        compress_level=9)
 
@@ -158,7 +170,7 @@ def input_complexity(images):
     (H W C) (the complexity estimate L(x) of Serra et al. 2020)."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
+        raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
                          f"{images.shape}")
     dims = float(np.prod(images.shape[1:]))
     return np.array([8.0 * len(png_bytes(im)) / dims for im in images], np.float64)
@@ -172,10 +184,10 @@ def auroc(scores_in, scores_out):
     a = np.asarray(scores_in, np.float64).ravel()
     b = np.asarray(scores_out, np.float64).ravel()
     if not len(a) or not len(b):
-        raise ValueError(f"auroc needs scores of both sets; got {len(a)} in and {len(b)} out")
+        raise InvalidInputError(f"auroc needs scores of both sets; got {len(a)} in and {len(b)} out")
     both = np.concatenate([a, b])
     if np.isnan(both).any():
-        raise ValueError("auroc: the scores hold NaN")
+        raise InvalidInputError("auroc: the scores hold NaN")
     order = np.argsort(both, kind="mergesort")
     _, first, counts = np.unique(both[order], return_index=True, return_counts=True)
     ranks = np.empty(len(both))
@@ -229,7 +241,7 @@ def draw_text(canvas, text, top, left, scale=2, colour=(0, 0, 0)):
     for ch in str(text).upper():
         glyph = _GLYPHS.get(ch)
         if glyph is None:
-            raise ValueError(f"the heatmap font has no glyph for {ch!r}")
+            raise InvalidInputError(f"the heatmap font has no glyph for {ch!r}")
         for r, row in enumerate(glyph.split()):
             for c, bit in enumerate(row):
                 if bit == "1":
@@ -272,7 +284,7 @@ def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
     nll_bits = np.asarray(nll_bits, np.float64)
     H, W = nll_bits.shape
     if image.shape[:2] != (H, W):
-        raise ValueError(f"image {image.shape} and map {nll_bits.shape} differ in size")
+        raise InvalidInputError(f"image {image.shape} and map {nll_bits.shape} differ in size")
     s = scale or max(1, 192 // max(H, W))
     ts = 2                                          # text scale: 10 x 14 pixel characters
     line = 7 * ts + 6

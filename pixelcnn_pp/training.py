@@ -9,7 +9,6 @@ and samples, dropout in training only.
 
 import dataclasses
 import functools
-import importlib
 import json
 import math
 import os
@@ -24,26 +23,18 @@ import tensorflow as tf
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp import cli, fast_ops
 from pixelcnn_pp.config import ModelConfig
-from pixelcnn_pp.likelihood import bits_per_dim
+from pixelcnn_pp.data import check_data_set_name, make_loader
+from pixelcnn_pp.likelihood import bits_per_dim, scale_images
+from pixelcnn_pp.scoring import mutate_inputs
 from pixelcnn_pp.optim import Adam, PolyakAverage
+from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["TrainConfig", "train", "Run", "setup", "resume_or_initialise", "train_epoch",
            "evaluate", "log_and_save", "EpochResult", "learning_rate_at", "make_strategy",
-           "make_loader", "make_steps", "mutate_inputs", "distribute_batches", "DATA_SETS",
+           "make_steps", "distribute_batches",
            "NonFiniteLossError"]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-# --data_set name -> (module, extra constructor arguments)
-DATA_SETS = {
-    "demo": ("data.demo_data", {}),
-    "cifar": ("data.cifar10_data", {}),
-    "imagenet": ("data.imagenet_data", {"size": 32}),
-    "imagenet64": ("data.imagenet_data", {"size": 64}),
-    "mnist": ("data.mnist_data", {}),
-    "folder": ("data.folder_data", {}),
-}
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -89,7 +80,7 @@ class TrainConfig:
 
     def model_config(self, image_shape, num_labels):
         if self.class_conditional and not num_labels:
-            raise ValueError(f"--class_conditional needs a labelled data set; "
+            raise InvalidInputError(f"--class_conditional needs a labelled data set; "
                              f"{self.data_set!r} has no labels")
         return ModelConfig(
             model=self.model, image_shape=tuple(image_shape), nr_resnet=self.nr_resnet,
@@ -145,33 +136,19 @@ def validate_config(cfg):
         raise cli.UsageError("--strict_images is for --data_set folder (a folder of image files)")
 
 
-def check_data_set_name(data_set):
-    """A --data_set is one of DATA_SETS or 'package.module[:Class]'; else cli.UsageError."""
-    if data_set in DATA_SETS:
-        return
-    module_name = data_set.partition(":")[0]
-    if not module_name or ("." not in module_name and ":" not in data_set):
-        import difflib
-        close = difflib.get_close_matches(data_set, list(DATA_SETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise cli.UsageError(f"unknown --data_set {data_set!r}{hint}: use one of "
-                             f"{', '.join(sorted(DATA_SETS))}, or 'package.module[:Class]' "
-                             "naming your own DataLoader")
-
-
 # ---------------------------------------------------------------------------------- setup
 def make_strategy(kind="mirrored", nr_gpu=1, log=print):
     """one_device | mirrored (nr_gpu GPUs; logical CPU devices without GPUs) | multi_worker."""
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi_worker reads the cluster from the TF_CONFIG "
+            raise InvalidInputError("--strategy multi_worker reads the cluster from the TF_CONFIG "
                              "environment variable, which is not set (see the README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if kind != "mirrored":
-        raise ValueError(f"--strategy must be mirrored, multi_worker or one_device; got {kind!r}")
+        raise InvalidInputError(f"--strategy must be mirrored, multi_worker or one_device; got {kind!r}")
     if gpus:
         if nr_gpu > len(gpus):
             log(f"--nr_gpu {nr_gpu} but only {len(gpus)} GPU(s) visible: using {len(gpus)}")
@@ -191,30 +168,6 @@ def make_strategy(kind="mirrored", nr_gpu=1, log=print):
         log(f"no GPU visible: {n} replica(s) on logical CPU devices")
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
     return tf.distribute.OneDeviceStrategy("/cpu:0")
-
-
-def make_loader(data_set, data_dir, subset, batch_size, rng=None, shuffle=False,
-                return_labels=False, strict_images=False):
-    """A DataLoader for a --data_set name, or for "package.module" / "package.module:Class"
-    naming a custom DataLoader class (default class name: DataLoader)."""
-    if data_set in DATA_SETS:
-        module_name, extra = DATA_SETS[data_set]
-        cls_name = "DataLoader"
-    else:
-        module_name, _, cls_name = data_set.partition(":")
-        cls_name = cls_name or "DataLoader"
-        extra = {}
-        check_data_set_name(data_set)
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    if strict_images:   # only the folder loader reads files that may be unusable
-        extra = {**extra, "strict": True}
-    return cls(data_dir, subset, batch_size, rng=rng, shuffle=shuffle,
-               return_labels=return_labels, **extra)
-
-
-def scale_images(x):
-    """uint8 -> float32 in [-1, 1], as the original: (x - 127.5) / 127.5."""
-    return (tf.cast(x, tf.float32) - 127.5) / 127.5
 
 
 # ---------------------------------------------------------------------------------- state
@@ -279,18 +232,6 @@ class _StopRequested:
 def one_hot_labels(y, num_classes):
     """int labels -> (B, num_classes) one-hot h for a conditional model; None otherwise."""
     return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
-
-
-def mutate_inputs(x, rate, seed):
-    """Replace each sub-pixel of the uint8 images x, independently with probability ``rate``,
-    by a uniform random value in 0..255 (the input perturbation of Ren et al. 2019's background
-    models). ``seed``: a stateless (2,) int seed; the same seed gives the same images."""
-    s_mask, s_value = tf.unstack(tf.random.experimental.stateless_split(
-        tf.cast(seed, tf.int64), 2))
-    replace = tf.random.stateless_uniform(tf.shape(x), s_mask) < rate
-    values = tf.random.stateless_uniform(tf.shape(x), s_value, minval=0, maxval=256,
-                                         dtype=tf.int32)
-    return tf.where(replace, tf.cast(values, x.dtype), x)
 
 
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,

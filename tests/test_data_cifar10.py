@@ -13,8 +13,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from data import cifar10_data
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import cifar10_data
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
 
 PER_BATCH = 6
 

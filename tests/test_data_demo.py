@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from data import demo_data
-from data.loader import CorruptDatasetError
+from pixelcnn_pp.data import demo_data
+from pixelcnn_pp.data.loader import CorruptDatasetError
 
 CLASSES = ["astronaut", "cat", "coffee", "galaxies", "rocket", "retina"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import folder_data
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import folder_data
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
 
 
 @pytest.fixture(autouse=True)

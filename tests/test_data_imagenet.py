@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import imagenet_data
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import imagenet_data
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
 
 
 def write_pngs(folder, n, size=32, seed=0, names=None):

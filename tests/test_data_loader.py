@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import data
-from data.loader import DataLoader
+from pixelcnn_pp import data
+from pixelcnn_pp.data.loader import DataLoader
 
 N, B = 103, 10   # 10 full batches; the last 3 images of an epoch are dropped
 
@@ -166,7 +166,10 @@ def test_set_state_rejects_a_state_of_other_data():
         DataLoader(images(N + 1), None, B).set_state(state)
 
 
-def test_get_loader_class():
-    assert data.get_loader_class("demo").__module__ == "data.demo_data"
-    with pytest.raises(ValueError, match="unknown data set"):
-        data.get_loader_class("cifar100")
+def test_loader_class_by_name_and_by_module():
+    cls, extra = data.loader_class("imagenet64")
+    assert cls.__module__ == "pixelcnn_pp.data.imagenet_data" and extra == {"size": 64}
+    cls, extra = data.loader_class("pixelcnn_pp.data.demo_data:DataLoader")
+    assert cls.__module__ == "pixelcnn_pp.data.demo_data" and extra == {}
+    with pytest.raises(ValueError, match="did you mean 'cifar'"):
+        data.loader_class("cifra")

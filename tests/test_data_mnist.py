@@ -10,8 +10,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from data import mnist_data
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import mnist_data
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
 
 
 def idx_bytes(array, magic=None):

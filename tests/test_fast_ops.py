@@ -188,7 +188,8 @@ def _draws_bytes(nodes):
 @pytest.fixture(scope="module")
 def tiny_steps():
     from pixelcnn_pp import PixelCNNPP
-    from pixelcnn_pp.training import make_steps, scale_images
+    from pixelcnn_pp.likelihood import scale_images
+    from pixelcnn_pp.training import make_steps
     x = tf.constant(np.random.RandomState(0).randint(0, 256, (2, 8, 8, 3)), tf.uint8)
     y, lr = tf.zeros([2], tf.int32), tf.constant(1e-3)
     out = {}

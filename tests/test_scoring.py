@@ -129,7 +129,7 @@ def test_through_the_network_a_subpixel_term_sees_only_what_came_before(rgb):
 
 # --------------------------------------------------------------------------- score_images
 def test_score_images_equals_nll_per_image_and_the_evaluations_bits_per_dim(rgb):
-    from data.loader import DataLoader
+    from pixelcnn_pp.data.loader import DataLoader
     from pixelcnn_pp.config import ModelConfig
     from pixelcnn_pp.evaluation import test_bits_per_dim
     model, _ = rgb
@@ -269,7 +269,7 @@ def _batch(seed, n=4):
 
 
 def test_mutate_inputs_replaces_the_given_fraction_with_uniform_values():
-    from pixelcnn_pp.training import mutate_inputs
+    from pixelcnn_pp.scoring import mutate_inputs
     x = np.full((64, 16, 16, 3), 100, np.uint8)
     same = mutate_inputs(tf.constant(x), 0.0, [1, 2]).numpy()
     np.testing.assert_array_equal(same, x)

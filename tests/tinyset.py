@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from data import loader
+from pixelcnn_pp.data import loader
 
 
 def make_images(n, seed):

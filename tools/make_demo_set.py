@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import demo_data  # noqa: E402
+from pixelcnn_pp.data import demo_data  # noqa: E402
 
 # class name: (file in skimage/data, md5 of that file in scikit-image 0.26.0)
 SOURCES = {

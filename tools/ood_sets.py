@@ -21,8 +21,8 @@ import numpy as np
 os.environ.setdefault("PIXELCNN_QUIET_TF", "1")  # TensorFlow's start-up log lines off: cli.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import loader  # noqa: E402
-from data.loader import CorruptDatasetError, DatasetNotFoundError  # noqa: E402
+from pixelcnn_pp.data import loader  # noqa: E402
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError  # noqa: E402
 
 TRANSFORMS = ("vflip", "hflip", "noise", "constant")
 
@@ -73,7 +73,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help=".npz to write")
     a = p.parse_args(argv)
-    from pixelcnn_pp.training import make_loader
+    from pixelcnn_pp.data import make_loader
     src = make_loader(a.data_set, a.data_dir, a.subset, 1)
     x = src.data[:a.num_images] if a.num_images else src.data
     y = src.labels

@@ -20,6 +20,7 @@ import sys
 import urllib.request
 
 import numpy as np
+from pixelcnn_pp.errors import InvalidInputError, UserError
 
 
 class DataLoader:
@@ -39,17 +40,17 @@ class DataLoader:
         rng: a numpy RandomState, used only when shuffling; RandomState(1) if None."""
         data = np.asarray(data)
         if data.dtype != np.uint8 or data.ndim != 4:
-            raise ValueError(f"data must be (N, H, W, C) uint8; got {data.dtype} {data.shape}")
+            raise InvalidInputError(f"data must be (N, H, W, C) uint8; got {data.dtype} {data.shape}")
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int32)
             if labels.shape != (len(data),):
-                raise ValueError(f"labels must be ({len(data)},); got {labels.shape}")
+                raise InvalidInputError(f"labels must be ({len(data)},); got {labels.shape}")
             if num_labels is None:
                 num_labels = int(labels.max()) + 1 if len(labels) else 0
         if return_labels and labels is None:
-            raise ValueError("return_labels=True, but this data set has no labels")
+            raise InvalidInputError("return_labels=True, but this data set has no labels")
         if not 0 < batch_size <= len(data):
-            raise ValueError(f"batch_size {batch_size} does not fit a data set of {len(data)} "
+            raise InvalidInputError(f"batch_size {batch_size} does not fit a data set of {len(data)} "
                              f"images: no full batch could be made")
         self.data = data
         self.labels = labels
@@ -117,10 +118,10 @@ class DataLoader:
         position = int(state["position"])
         if order.shape != (len(self.data),) or not np.array_equal(np.sort(order),
                                                                   np.arange(len(self.data))):
-            raise ValueError(f"the saved data order is not a permutation of this data set's "
+            raise InvalidInputError(f"the saved data order is not a permutation of this data set's "
                              f"{len(self.data)} images: it was saved for other data")
         if not 0 <= position <= len(order):
-            raise ValueError(f"saved position {position} is outside 0..{len(order)}")
+            raise InvalidInputError(f"saved position {position} is outside 0..{len(order)}")
         self.rng.set_state(("MT19937", np.asarray(state["rng_keys"], np.uint32),
                             int(state["rng_pos"]), int(state["rng_has_gauss"]),
                             float(state["rng_cached_gaussian"])))
@@ -130,19 +131,19 @@ class DataLoader:
 
 def check_subset(subset):
     if subset not in ("train", "test"):
-        raise ValueError(f"subset must be 'train' or 'test'; got {subset!r}")
+        raise InvalidInputError(f"subset must be 'train' or 'test'; got {subset!r}")
 
 
 # ------------------------------------------------------------------------------------------
 # Errors a user can cause. Both are OSErrors, so `except OSError` catches any data file problem.
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The data set's files are not there and cannot be downloaded (offline, or a data set
     whose terms forbid automatic download). The message names the files, where to get them
     and where to put them."""
 
 
-class CorruptDatasetError(OSError):
+class CorruptDatasetError(UserError, OSError):
     """A data file is there but truncated, corrupt, unsafe or not in the expected format.
     The message names the file and what to do (usually: delete it and fetch it again)."""
 

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from data import loader
-from data.loader import CorruptDatasetError
+from pixelcnn_pp.data import loader
+from pixelcnn_pp.data.loader import CorruptDatasetError
 
 DEMO_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "demo_32x32.npz")
 IMAGE_SIZE = 32

@@ -34,8 +34,9 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps
 
-from data import loader
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import loader
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.errors import InvalidInputError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TEST_EVERY = 10
@@ -66,7 +67,7 @@ def load(data_dir, subset="train", image_size=32, channels=3, strict=False,
     listing them all)."""
     loader.check_subset(subset)
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3; got {channels}")
+        raise InvalidInputError(f"channels must be 1 or 3; got {channels}")
     files, labels, class_names = list_images(data_dir)
     x, ok, reasons, cache = _load_all(data_dir, files, image_size, channels)
     _report_skipped(data_dir, files, ok, reasons, cache, strict)

@@ -29,8 +29,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from data import loader
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import loader
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.errors import InvalidInputError
 
 SIZES = (32, 64)
 NUM_TRAIN_BATCHES = 10
@@ -44,7 +45,7 @@ class DataLoader(loader.DataLoader):
                  return_labels=False, size=32):
         x, y = load(data_dir, subset, size)
         if return_labels and y is None:
-            raise ValueError("return_labels=True, but this ImageNet copy is the PNG-folder form "
+            raise InvalidInputError("return_labels=True, but this ImageNet copy is the PNG-folder form "
                              "(train_{0}x{0}/), which has no labels: use the labelled "
                              "Imagenet{0}_train / Imagenet{0}_val batches".format(size))
         super().__init__(x, y, batch_size, rng, shuffle, return_labels,
@@ -55,7 +56,7 @@ def load(data_dir, subset="train", size=32):
     """(x (N, size, size, 3) uint8, y (N,) int32 in 0..999 or None for the PNG folders)."""
     loader.check_subset(subset)
     if size not in SIZES:
-        raise ValueError(f"downsampled ImageNet comes in sizes {SIZES}; got {size}")
+        raise InvalidInputError(f"downsampled ImageNet comes in sizes {SIZES}; got {size}")
     files = find_batches(data_dir, subset, size)
     if files:
         return load_batches(files, size)

@@ -19,8 +19,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from data import loader
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import loader
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
 
 # PIXELCNN_CIFAR10_URL overrides where the tarball is fetched from (a mirror; the tests point
 # it at a closed local port to be sure they never download).

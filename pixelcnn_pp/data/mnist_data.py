@@ -18,8 +18,9 @@ import zlib
 
 import numpy as np
 
-from data import loader
-from data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.data import loader
+from pixelcnn_pp.data.loader import CorruptDatasetError, DatasetNotFoundError
+from pixelcnn_pp.errors import InvalidInputError
 
 URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"   # a mirror of the original files
 FILES = {   # name: (size in bytes, md5) of the gzipped files
@@ -51,7 +52,7 @@ def load(data_dir, subset="train", pad_to=None):
                                   f"{len(y)} labels")
     if pad_to is not None:
         if pad_to < 28:
-            raise ValueError(f"pad_to must be at least 28; got {pad_to}")
+            raise InvalidInputError(f"pad_to must be at least 28; got {pad_to}")
         a = (pad_to - 28) // 2
         x = np.pad(x, ((0, 0), (a, pad_to - 28 - a), (a, pad_to - 28 - a)))
     return x[..., None], y.astype(np.int32)
