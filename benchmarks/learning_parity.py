@@ -112,7 +112,7 @@ def run_seed(seed, data_dir, data_set, save_dir, steps, test_images):
            "train_bpd_last_epoch": records[-1]["train_bpd"]}
     n_batches = max(1, test_images // F.batch_size)
     for key, averaged in (("test_bpd_raw", False), ("test_bpd_averaged", True)):
-        model, config = ckpt_lib.load_model(save_dir, use_averages=averaged)
+        model, config = ckpt_lib.load_for_inference(save_dir, use_averages=averaged)
         loader = make_loader(data_set, data_dir, "test", F.batch_size)
         out[key], out["test_images"] = test_bits_per_dim(model, config, loader, n_batches)
     out["seconds"] = round(time.time() - t0, 1)

@@ -11,7 +11,7 @@ inference only the model and its averages are read.
 Saving (``save_checkpoint``) writes to a temporary name, reads every tensor back (TensorFlow's
 bundle format keeps a CRC32C per tensor, which reading verifies), only then gives the files
 their real name, updates the state file and deletes checkpoints beyond ``max_to_keep``.
-Loading (``find_intact_checkpoint``, ``load_for_inference``, ``load_model``) verifies the
+Loading (``find_intact_checkpoint``, ``load_for_inference``) verifies the
 newest checkpoint the same way; a damaged one is renamed ``ckpt-N.damaged.index`` /
 ``.damaged.data-*`` (kept, never deleted), said so, and the newest intact one used.
 """
@@ -25,17 +25,17 @@ import tempfile
 
 import tensorflow as tf
 
-from pixelcnn_pp import cli
 from pixelcnn_pp.config import ModelConfig
+from pixelcnn_pp.errors import UsageError, UserError
 from pixelcnn_pp.optim import PolyakAverage
 
 __all__ = ["CONFIG_FILE", "CKPT_SUBDIR", "write_json_atomic", "write_config", "read_config",
-           "latest_checkpoint", "build_model", "load_model", "load_for_inference",
+           "data_source", "latest_checkpoint", "build_model", "load_for_inference",
            "list_checkpoints", "verify_checkpoint", "find_intact_checkpoint", "save_checkpoint",
            "CheckpointError", "NoCheckpointError", "CheckpointSaveError"]
 
 
-class CheckpointError(cli.UserError, OSError):
+class CheckpointError(UserError, OSError):
     """A checkpoint is damaged or missing and no intact one can stand in; the message names
     the files."""
 
@@ -84,6 +84,23 @@ def read_config(save_dir):
     with open(path) as f:
         d = json.load(f)
     return ModelConfig.from_dict(d["model"]), d.get("training", {})
+
+
+def _check_save_dir(save_dir):
+    if not os.path.isdir(save_dir):
+        raise NoCheckpointError(f"save_dir {save_dir!r} does not exist: give the --save_dir of "
+                                "a train.py run (or --tf1_checkpoint for an original one)")
+
+
+def data_source(save_dir=None, data_set=None, data_dir=None):
+    """(data_set, data_dir) to evaluate or score a model on: the ones given, else those the
+    save_dir was trained on (its config.json), else the original's (cifar in data_files)."""
+    training = {}
+    if save_dir is not None and not (data_set and data_dir):
+        _check_save_dir(save_dir)
+        training = read_config(save_dir)[1]
+    return (data_set or training.get("data_set", "cifar"),
+            data_dir or training.get("data_dir", "data_files"))
 
 
 def latest_checkpoint(save_dir):
@@ -301,9 +318,10 @@ def save_checkpoint(checkpoint, directory, step, max_to_keep=3):
     return final
 
 
-def build_model(config, seed=None):
-    """A model of ``config`` with its weights created (called once on zeros)."""
-    model = config.build(seed=seed)
+def build_model(config, seed=None, fast_ops=False):
+    """A model of ``config`` with its weights created (called once on zeros); ``fast_ops``:
+    its speed choice (pixelcnn_pp/fast_ops.py)."""
+    model = config.build(seed=seed, fast_ops=fast_ops)
     H, W, C = config.image_shape
     h = None
     if config.model == "pixelcnn_pp" and config.num_classes:
@@ -312,42 +330,30 @@ def build_model(config, seed=None):
     return model
 
 
-def load_model(save_dir, use_averages=True, warn=None):
-    """Rebuild the model of a save_dir and load its newest intact checkpoint.
-
-    use_averages: put the Polyak-averaged weights into the model (what evaluation and
-    sampling use, as in the original); False keeps the raw trained weights.
-    Returns (model, ModelConfig).
-    """
-    return load_for_inference(save_dir=save_dir, use_averages=use_averages, warn=warn)
-
-
 def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
-                       use_averages=True, warn=None):
+                       use_averages=True, warn=None, fast_ops=False):
     """(model, ModelConfig) ready for evaluation or sampling: what eval.py and sample.py load.
 
     Either ``save_dir`` (a run of train.py: config.json and the newest intact checkpoint,
     falling back past damaged ones as ``find_intact_checkpoint``), or ``tf1_checkpoint`` (an
     original TF1 checkpoint prefix, e.g. dir/params_cifar.ckpt, or its directory) with the
     ``model_config`` it was trained with. use_averages: the Polyak averages (default, as the
-    original evaluated and sampled) or the raw trained weights.
+    original evaluated and sampled) or the raw trained weights. fast_ops: the model's speed
+    choice (pixelcnn_pp/fast_ops.py; the same formulas).
     """
     if (save_dir is None) == (tf1_checkpoint is None):
-        raise cli.UsageError("give exactly one of --save_dir (a run of train.py) or "
-                             "--tf1_checkpoint (an original TF1 checkpoint, with the model "
-                             "flags)")
+        raise UsageError("give exactly one of --save_dir (a run of train.py) or "
+                         "--tf1_checkpoint (an original TF1 checkpoint, with the model flags)")
     if tf1_checkpoint is not None:
         from pixelcnn_pp import convert
         if model_config is None:
-            raise cli.UsageError("a TF1 checkpoint holds no configuration: give the model "
-                                 "flags (nr_resnet, nr_filters, nr_logistic_mix, ...) it was "
-                                 "trained with")
-        model = build_model(model_config)
+            raise UsageError("a TF1 checkpoint holds no configuration: give the model "
+                             "flags (nr_resnet, nr_filters, nr_logistic_mix, ...) it was "
+                             "trained with")
+        model = build_model(model_config, fast_ops=fast_ops)
         convert.load_tf1_checkpoint(model, tf1_checkpoint, use_ema=use_averages)
         return model, model_config
-    if not os.path.isdir(save_dir):
-        raise NoCheckpointError(f"save_dir {save_dir!r} does not exist: give the --save_dir of "
-                                "a train.py run (or --tf1_checkpoint for an original one)")
+    _check_save_dir(save_dir)
     config, _ = read_config(save_dir)
     path = find_intact_checkpoint(save_dir, warn=warn)
     if path is None:
@@ -355,7 +361,7 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
         raise NoCheckpointError(
             f"no checkpoint in {where if os.path.isdir(where) else save_dir}: the run saved "
             "none yet (train first, or point at the save_dir of a finished run)")
-    model = build_model(config)
+    model = build_model(config, fast_ops=fast_ops)
     averages = PolyakAverage(model.trainable_variables)
     tf.train.Checkpoint(model=model, averages=averages).restore(path).expect_partial()
     if use_averages:

@@ -140,7 +140,7 @@ def score_to_files(r):
                          "with: score with a model trained on the likelihood")
     background, bg_config = None, None
     if r.background_save_dir:
-        background, bg_config = ckpt_lib.load_model(r.background_save_dir, use_averages=True)
+        background, bg_config = ckpt_lib.load_for_inference(r.background_save_dir, use_averages=True)
         if bg_config.energy_distance:
             raise UsageError("the background model is an energy-distance model: it has no "
                              "likelihood")

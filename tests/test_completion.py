@@ -304,7 +304,7 @@ def test_sample_py_completes_an_npz(save_dir, originals, tmp_path):
     np.testing.assert_array_equal(tile[9:17, 27:35], images[3])
     # The same completions in process: batch b seeded with batch_seed(4, b), the Polyak
     # averages loaded, the last batch filled up with its own entries.
-    model, _ = checkpoint.load_model(save_dir, use_averages=True)
+    model, _ = checkpoint.load_for_inference(save_dir, use_averages=True)
     onehot = np.eye(3, dtype=np.float32)
     x = completion.to_model_range(originals)
     first = complete(model, x[[0, 0, 1, 1]], 24, h=onehot[[0, 0, 1, 1]],
@@ -356,7 +356,7 @@ def test_sample_py_reports_a_shape_mismatch_in_one_line(save_dir, tmp_path):
 
 
 def test_complete_to_files_argument_errors(save_dir, originals, tmp_path):
-    model, _ = checkpoint.load_model(save_dir)
+    model, _ = checkpoint.load_for_inference(save_dir)
     np.savez(tmp_path / "in.npz", images=originals)
     src = str(tmp_path / "in.npz")
     with pytest.raises(ValueError, match="between 0 and the image height 8"):

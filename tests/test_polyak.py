@@ -131,7 +131,7 @@ def test_a_checkpoint_without_the_count_loads_and_resumes(tmp_path, monkeypatch)
         m.setattr(training, "PolyakAverage", _WithoutCounter)
         train(tiny_cfg(tmp_path / "old", max_steps=5))
     assert not PolyakAverage.counter_in_checkpoint(ckpt_lib.latest_checkpoint(str(tmp_path / "old")))
-    model, _ = ckpt_lib.load_model(str(tmp_path / "old"))  # inference: loads as before
+    model, _ = ckpt_lib.load_for_inference(str(tmp_path / "old"))  # inference: loads as before
     saved = checkpoint_values(tmp_path / "old", prefixes=("averages/",))
     for i, var in enumerate(model.trainable_variables):
         np.testing.assert_array_equal(var.numpy(),

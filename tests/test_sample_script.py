@@ -65,7 +65,7 @@ def test_sample_py_from_save_dir(save_dir):
     assert np.all(tile[8] == 255) and np.all(tile[:, 17] == 255)
     # The same images in process, from the Polyak-averaged weights: batch b has its own seed,
     # and the last batch is filled up with the first labels.
-    model, _ = checkpoint.load_model(save_dir, use_averages=True)
+    model, _ = checkpoint.load_for_inference(save_dir, use_averages=True)
     onehot = np.eye(3, dtype=np.float32)
     first = sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
                             seed=sample_files.batch_seed(4, 0))
@@ -73,7 +73,7 @@ def test_sample_py_from_save_dir(save_dir):
                              seed=sample_files.batch_seed(4, 1))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(
         np.concatenate([first, second[:2]])))
-    raw, _ = checkpoint.load_model(save_dir, use_averages=False)
+    raw, _ = checkpoint.load_for_inference(save_dir, use_averages=False)
     for v, r in zip(model.trainable_variables, raw.trainable_variables):
         v.assign(r)                               # same model object: no new tracing
     assert not np.array_equal(first, sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
@@ -135,7 +135,7 @@ def test_loading_errors(tmp_path, save_dir):
 
 
 def test_sample_to_files_argument_errors(tmp_path, save_dir):
-    model, _ = checkpoint.load_model(save_dir)
+    model, _ = checkpoint.load_for_inference(save_dir)
     with pytest.raises(ValueError, match=".png"):
         sample_files.sample_to_files(model, str(tmp_path / "s.jpg"), 2, 2, (8, 8, 3))
     with pytest.raises(ValueError, match="out of range"):

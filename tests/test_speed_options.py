@@ -190,7 +190,7 @@ def test_mixed_precision_training_runs_and_restores_the_policy(tmp_path, precisi
     assert np.isfinite(metrics[-1]["train_bpd"]) and np.isfinite(metrics[-1]["test_bpd"])
     values = checkpoint_values(tmp_path, prefixes=("model/",))
     assert values and all(v.dtype == np.float32 for v in values.values())
-    model, _ = ckpt_lib.load_model(str(tmp_path))  # loads in float32 for sampling and eval
+    model, _ = ckpt_lib.load_for_inference(str(tmp_path))  # loads in float32 for sampling and eval
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)
 
 

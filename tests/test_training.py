@@ -166,7 +166,7 @@ def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     path = ckpt_lib.latest_checkpoint(str(tmp_path))
     step = int(path.rsplit("-", 1)[1])
     assert step > 7  # epoch 0 ends at step 7 (8 batches less the init batch): saved later
-    model, _ = ckpt_lib.load_model(str(tmp_path))  # loadable
+    model, _ = ckpt_lib.load_for_inference(str(tmp_path))  # loadable
 
 
 def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
@@ -187,7 +187,7 @@ def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
         path = ckpt_lib.latest_checkpoint(str(tmp_path))
         assert path is not None
-        ckpt_lib.load_model(str(tmp_path))  # restores without error
+        ckpt_lib.load_for_inference(str(tmp_path))  # restores without error
         steps_seen.append(int(path.rsplit("-", 1)[1]))
     assert steps_seen == sorted(steps_seen)
 

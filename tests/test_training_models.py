@@ -33,7 +33,7 @@ def test_the_pixelcnn_baseline_trains_samples_and_evaluates(tmp_path):
                        env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     images = np.load(tmp_path / "s.npz")["images"]
-    model, _ = ckpt_lib.load_model(str(tmp_path), use_averages=True)
+    model, _ = ckpt_lib.load_for_inference(str(tmp_path), use_averages=True)
     expected = baseline.sample(model, 3, (8, 8, 3), seed=sample_files.batch_seed(5, 0))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(np.asarray(expected)))
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"),

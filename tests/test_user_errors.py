@@ -162,8 +162,7 @@ def test_verbose_shows_the_traceback_and_internal_errors_keep_theirs(tmp_path):
         assert not cli.is_user_error(e)
     try:
         tiny_cfg(tmp_path, batch_size=0).model_config((8, 8, 3), None)
-        from pixelcnn_pp.training import validate_config
-        validate_config(tiny_cfg(tmp_path, batch_size=0))
+        tiny_cfg(tmp_path, batch_size=0).validate()
     except ValueError as e:
         assert cli.is_user_error(e) and isinstance(e, cli.UsageError)
     assert cli.is_user_error(OSError(28, "No space left on device"))
@@ -194,7 +193,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_older_one_used(trained
     got = sorted(float(np.sum(v.numpy())) for v in model.trainable_variables)
     np.testing.assert_allclose(got, values, rtol=1e-5, atol=1e-5)
     # A second load finds the intact one at once, without warnings.
-    ckpt_lib.load_model(str(d), warn=warnings.append)
+    ckpt_lib.load_for_inference(str(d), warn=warnings.append)
     assert len(warnings) == 1
 
 
@@ -204,7 +203,7 @@ def test_no_intact_checkpoint_is_one_clear_error_naming_them(trained, tmp_path):
     damage(pnew, "overwritten")
     damage(pold, "cut_short")
     with pytest.raises(ckpt_lib.CheckpointError) as e:
-        ckpt_lib.load_model(str(d))
+        ckpt_lib.load_for_inference(str(d))
     msg = str(e.value)
     assert f"no intact checkpoint in {d / 'ckpt'}" in msg
     for step in (new, old):
@@ -302,7 +301,7 @@ def test_a_failed_save_stops_with_one_line_and_keeps_the_previous_checkpoint(tmp
     assert sorted(os.listdir(tmp_path / "ckpt")) == sorted(
         ["checkpoint", f"ckpt-{first[0]}.index", f"ckpt-{first[0]}.data-00000-of-00001"])
     monkeypatch.undo()
-    ckpt_lib.load_model(str(tmp_path))                          # the previous one loads
+    ckpt_lib.load_for_inference(str(tmp_path))                          # the previous one loads
     assert ckpt_lib.verify_checkpoint(ckpt_lib.latest_checkpoint(str(tmp_path))) is None
 
 

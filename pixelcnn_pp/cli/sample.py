@@ -1,0 +1,93 @@
+"""``sample.py`` / ``pixelcnn-sample``: draw images from a trained PixelCNN++ and write them
+as a PNG grid and an .npz.
+
+    python sample.py --save_dir=runs/cifar --num_samples=16 --out=samples.png
+    python sample.py --tf1_checkpoint=params_cifar.ckpt --nr_resnet=5 --nr_filters=160 \\
+        --nr_logistic_mix=10 --num_samples=16 --out=samples.png
+    python sample.py --save_dir=runs/cifar --complete=images.npz --given_rows=16 \\
+        --num_samples=4 --out=completions.png     # keep the top rows, draw the rest
+
+The model is loaded by ``checkpoint.load_for_inference`` with its Polyak-averaged weights,
+the images are drawn and written by ``sample_files.sample_to_files``
+(``completion.complete_to_files`` for --complete). See docs/SAMPLING.md.
+"""
+
+from absl import flags
+
+from pixelcnn_pp import cli
+from pixelcnn_pp.config import PRECISIONS
+
+F = flags.FLAGS
+cli.define_model_flags()     # --save_dir or --tf1_checkpoint (+ model flags), --fast_ops
+flags.DEFINE_integer("num_samples", 16, "number of images")
+flags.DEFINE_integer("batch_size", 16, "images sampled together")
+flags.DEFINE_list("labels", None, "class-conditional models: class indices (repeated to "
+                  "num_samples), or 'cycle' (image n gets class n mod K, the default)")
+flags.DEFINE_integer("seed", 0, "random seed: the same seed gives the same images")
+flags.DEFINE_enum("method", "fast", ["fast", "naive"],
+                  "fast: cached, exact; naive: one full network pass per pixel (the original)")
+flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "compile the per-pixel loop with XLA")
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
+                  "Keras mixed-precision policy of the model: both samplers compute in it "
+                  "(weights normalised in float32; pixels and their sampling in float32)")
+flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images); the .npz "
+                    "of all images (uint8) goes beside it")
+flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "
+                  "shape, or 32,32,3 for a TF1 checkpoint); H and W multiples of 4")
+flags.DEFINE_string("complete", None, "complete images instead of sampling new ones: an .npz "
+                    "of uint8 images, one image file or a folder of them, already of the "
+                    "model's H,W,C; writes a grid (original, kept part, --num_samples "
+                    "completions per image) and the .npz of all completions")
+flags.DEFINE_integer("given_rows", None, "--complete: top rows kept (default: half)")
+
+
+def _image_shape():
+    if not F.image_shape:
+        return None
+    try:
+        shape = tuple(int(s) for s in F.image_shape)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise cli.UsageError(f"--image_shape must be H,W,C; got {','.join(F.image_shape)}")
+    return shape
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+    shape = _image_shape()
+    source = cli.model_source(F, shape)      # checks the model flags
+    if F.given_rows is not None and not F.complete:
+        raise cli.UsageError("--given_rows is for --complete (the images to complete)")
+    if F.precision != "float32":
+        import keras
+        keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
+    from pixelcnn_pp import checkpoint, sample_files
+    model, config = checkpoint.load_for_inference(**source, use_averages=True)
+    shape = shape or config.image_shape
+    labels = "cycle" if F.labels == ["cycle"] else F.labels
+    jit = {"auto": None, "on": True, "off": False}[F.xla]
+    bar = cli.ProgressBar(unit="rows", images_per_unit=F.batch_size / shape[0])
+    if F.complete:
+        from pixelcnn_pp import completion
+        done, _ = completion.complete_to_files(
+            model, F.out, F.complete, F.num_samples, F.batch_size, shape,
+            given_rows=F.given_rows, labels=labels, seed=F.seed, method=F.method,
+            jit_compile=jit, progress=bar)
+        print(f"wrote {F.out} and {F.out[:-4]}.npz: {done.shape[1]} completions of "
+              f"each of {len(done)} images {shape[0]}x{shape[1]}x{shape[2]}")
+        return
+    images, _ = sample_files.sample_to_files(
+        model, F.out, F.num_samples, F.batch_size, shape, labels=labels, seed=F.seed,
+        method=F.method, jit_compile=jit, progress=bar)
+    print(f"wrote {F.out} and {F.out[:-4]}.npz: {len(images)} images "
+          f"{shape[0]}x{shape[1]}x{shape[2]}")
+
+
+def main(argv=None):
+    cli.run(cli.command_name("pixelcnn-sample"), _main, argv)
+
+
+if __name__ == "__main__":
+    main()

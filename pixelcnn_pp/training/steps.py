@@ -1,0 +1,103 @@
+"""The compiled training and evaluation steps (one ``tf.function`` each, ``strategy.run``
+over the replicas inside) and the input pipeline that feeds them. Benchmarks time these."""
+
+import numpy as np
+import tensorflow as tf
+
+from pixelcnn_pp.likelihood import scale_images
+from pixelcnn_pp.scoring import mutate_inputs
+
+__all__ = ["one_hot_labels", "make_steps", "distribute_batches"]
+
+
+def one_hot_labels(y, num_classes):
+    """int labels -> (B, num_classes) one-hot h for a conditional model; None otherwise."""
+    return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
+
+
+def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
+               jit_compile=False, input_mutation_rate=0.0, l2_weight=0.0, mutation_seed=0):
+    """The compiled training and evaluation steps of train() (benchmarks time these).
+
+    ``train_step(x, y, lr)``: uint8 images and int labels (per replica, from
+    ``distribute_batches``) and the learning rate -> the objective summed over the global
+    batch (float32, nats). On every replica: forward with dropout, backward, then the
+    optimizer's update (gradients summed over replicas) and the Polyak averages.
+    ``eval_step(x, y)``: the summed objective with ``training=False``.
+
+    jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
+    pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
+
+    input_mutation_rate: training images are ``mutate_inputs``-ed with this rate, afresh every
+    step, seeded by (mutation_seed, the optimizer's step, the replica), so a resumed run sees
+    the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
+    weights is added to the summed objective that is differentiated (the returned loss is the
+    objective alone). Both 0: the plain steps.
+
+    Speed choices (pixelcnn_pp/fast_ops.py) are the model's, the optimizer's and the
+    averages' own, made when they were built.
+    """
+    def loss_and_grads(x, y):
+        x = scale_images(x)
+        with tf.GradientTape() as tape:
+            out = model(x, h=one_hot_labels(y, num_classes), training=True)
+            loss = objective(x, out)                  # summed over this replica's images
+            total = loss
+            if l2_weight:   # replicas' gradients are summed: each adds its share of the L2
+                total = loss + (l2_weight / strategy.num_replicas_in_sync) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
+                     for w in model.trainable_variables])
+            scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
+        return loss, tape.gradient(scaled, model.trainable_variables)
+
+    def eval_loss(x, y):
+        x = scale_images(x)
+        return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False))
+
+    if jit_compile:
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
+        eval_loss = tf.function(eval_loss, jit_compile=True, autograph=False)
+
+    def replica_train_step(x, y, lr):
+        if input_mutation_rate:
+            ctx = tf.distribute.get_replica_context()
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.stack([tf.constant(mutation_seed, tf.int64),
+                          tf.cast(optimizer.iterations, tf.int64)]),
+                ctx.replica_id_in_sync_group if ctx is not None else 0)
+            x = mutate_inputs(x, input_mutation_rate, seed)
+        loss, grads = loss_and_grads(x, y)
+        optimizer.learning_rate.assign(lr)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
+        averages.update()
+        return loss
+
+    # autograph=False: the steps are plain TF (Python branches only on static values), and
+    # AutoGraph's source re-reading is slow and fragile.
+    @tf.function(autograph=False)
+    def train_step(x, y, lr):
+        losses = strategy.run(replica_train_step, args=(x, y, lr))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    @tf.function(autograph=False)
+    def eval_step(x, y):
+        losses = strategy.run(eval_loss, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    return train_step, eval_step
+
+
+def distribute_batches(strategy, batches, image_shape, global_batch, with_labels):
+    """numpy batches (x, or (x, y) when with_labels) -> a prefetched distributed tf.data
+    pipeline of (uint8 x, int32 y) split across the replicas (y is zeros without labels)."""
+    H, W, C = image_shape
+
+    def gen():
+        for b in batches:
+            x, y = b if with_labels else (b, np.zeros(len(b), np.int32))
+            yield x, y.astype(np.int32)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec((global_batch, H, W, C), tf.uint8),
+        tf.TensorSpec((global_batch,), tf.int32))).prefetch(2)
+    return strategy.experimental_distribute_dataset(ds)
