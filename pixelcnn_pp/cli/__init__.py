@@ -4,7 +4,7 @@ library never imports it.
     pixelcnn_pp/cli/train.py, eval.py, sample.py, score.py   one command each: flags -> one
                                                               library call; ``main()`` is the
                                                               console command
-    pixelcnn_pp/cli/flags.py      the flags that name a trained model, shared checks
+    pixelcnn_pp/cli/shared_flags.py      the flags that name a trained model, shared checks
     pixelcnn_pp/cli/progress.py   the progress bar
 
 A mistake the user can fix ends the command with one line on stderr,
@@ -30,7 +30,7 @@ import sys
 
 from absl import app, flags
 
-from pixelcnn_pp.cli.flags import (check_at_least, define_fast_ops_flag, define_model_flags,
+from pixelcnn_pp.cli.shared_flags import (check_at_least, define_fast_ops_flag, define_model_flags,
                                    model_source, tf1_model)
 from pixelcnn_pp.cli.progress import ProgressBar
 from pixelcnn_pp.errors import RunError, UsageError, UserError
@@ -123,10 +123,14 @@ def _verbose():
     return "verbose" in flags.FLAGS and bool(flags.FLAGS["verbose"].value)
 
 
+_HELP_FLAGS = ("--help", "-help", "--helpshort", "--helpfull", "-h", "-?", "--helpxml")
+
+
 def run(name, main, argv=None):
     """absl's app.run(main) with one-line errors for the user's mistakes (see the module),
-    TensorFlow imported quietly first."""
-    quiet_tensorflow_import()
+    TensorFlow imported quietly first (not for --help, which needs none)."""
+    if not any(a in _HELP_FLAGS for a in (sys.argv if argv is None else argv)[1:]):
+        quiet_tensorflow_import()
     if "verbose" not in flags.FLAGS:
         flags.DEFINE_boolean("verbose", False, "Show the full traceback of an error")
 
@@ -141,6 +145,11 @@ def run(name, main, argv=None):
             sys.exit(_exit_status(e))
 
     app.define_help_flags()         # --help, --helpshort, --helpfull
+    # --help lists the main module's flags: the command's are defined in pixelcnn_pp/cli/.
+    for module, defined in flags.FLAGS.flags_by_module_dict().items():
+        if module.startswith(__name__):
+            for flag in defined:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     try:
         argv = flags.FLAGS(sys.argv if argv is None else argv)
     except flags.Error as e:        # an unknown flag, a value of the wrong type, ...

@@ -13,7 +13,7 @@ import json
 from absl import flags
 
 from pixelcnn_pp import cli
-from pixelcnn_pp.cli.flags import check_at_least, define_model_flags, model_source, tf1_model
+from pixelcnn_pp.cli.shared_flags import check_at_least, define_model_flags, model_source, tf1_model
 
 F = flags.FLAGS
 define_model_flags()     # --save_dir or --tf1_checkpoint (+ model flags), --fast_ops
