@@ -16,6 +16,7 @@ ratio against the first version. The last line printed is JSON.
 
 import gc
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -68,6 +69,12 @@ def _copy_version(rev, dest, index):
     return name
 
 
+def _takes(fn, **kwargs):
+    """The keyword arguments that ``fn`` accepts (versions differ in their constructors)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
 def main(argv):
     del argv
     if F.smoke:
@@ -93,13 +100,17 @@ def main(argv):
             training = importlib.import_module(f"{name}.training")
             optim = importlib.import_module(f"{name}.optim")
             likelihood = importlib.import_module(f"{name}.likelihood")
+            # As train.py runs: the fast_ops choices on (a version whose objects take them
+            # at construction, or one whose make_steps turns its process-wide switch on).
+            fast = _takes(pkg.PixelCNNPP, fast_ops=True)
             model = pkg.PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
-                                   dropout_p=0.5, seed=0)
+                                   dropout_p=0.5, seed=0, **fast)
             scale = getattr(likelihood, "scale_images", None) or training.scale_images
             model.initialize(scale(pool[0]))
-            optimizer = optim.Adam(learning_rate=1e-3)
+            optimizer = optim.Adam(learning_rate=1e-3, **_takes(optim.Adam, fused=True))
             optimizer.build(model.trainable_variables)
-            averages = optim.PolyakAverage(model.trainable_variables)
+            averages = optim.PolyakAverage(model.trainable_variables,
+                                           **_takes(optim.PolyakAverage, fused=True))
             train_step, eval_step = training.make_steps(
                 tf.distribute.get_strategy(), model, optimizer, averages,
                 likelihood.discretized_mix_logistic_loss, None)

@@ -18,7 +18,6 @@ import sys
 
 import numpy as np
 
-os.environ.setdefault("PIXELCNN_QUIET_TF", "1")  # TensorFlow's start-up log lines off: cli.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pixelcnn_pp.data import loader  # noqa: E402

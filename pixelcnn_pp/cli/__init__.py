@@ -29,6 +29,7 @@ import re
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from pixelcnn_pp.cli.shared_flags import (check_at_least, define_fast_ops_flag, define_model_flags,
                                    model_source, tf1_model)
@@ -135,6 +136,8 @@ def run(name, main, argv=None):
         flags.DEFINE_boolean("verbose", False, "Show the full traceback of an error")
 
     def guarded(argv):
+        if not _verbose():   # TensorFlow's Python-side INFO lines (e.g. checkpoint sharding)
+            absl_logging.set_verbosity(absl_logging.WARNING)
         try:
             return main(argv)
         except Exception as e:      # noqa: BLE001 (internal errors are re-raised)
