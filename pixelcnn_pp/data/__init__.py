@@ -19,6 +19,7 @@ DATA_SETS = {
     "imagenet64": ("pixelcnn_pp.data.imagenet_data", {"size": 64}),
     "mnist": ("pixelcnn_pp.data.mnist_data", {}),         # MNIST, downloaded if absent
     "folder": ("pixelcnn_pp.data.folder_data", {}),       # any folder of image files
+    "codes": ("pixelcnn_pp.data.codes_data", {}),         # maps of discrete codes (.npz)
 }
 
 
@@ -49,11 +50,13 @@ def loader_class(data_set):
 
 
 def make_loader(data_set, data_dir, subset, batch_size, rng=None, shuffle=False,
-                return_labels=False, strict_images=False):
+                return_labels=False, strict_images=False, return_spatial=False):
     """A DataLoader for a --data_set name, or for "package.module" / "package.module:Class"
     naming a custom DataLoader class (default class name: DataLoader)."""
     cls, extra = loader_class(data_set)
     if strict_images:   # only the folder loader reads files that may be unusable
         extra = {**extra, "strict": True}
+    if return_spatial:  # only loaders with spatial maps take it
+        extra = {**extra, "return_spatial": True}
     return cls(data_dir, subset, batch_size, rng=rng, shuffle=shuffle,
                return_labels=return_labels, **extra)

@@ -34,13 +34,19 @@ class DataLoader:
     """
 
     def __init__(self, data, labels, batch_size, rng=None, shuffle=False, return_labels=False,
-                 num_labels=None):
-        """data: (N, H, W, C) uint8. labels: (N,) ints in [0, num_labels), or None.
-        num_labels: defaults to max(labels) + 1 (None without labels).
-        rng: a numpy RandomState, used only when shuffling; RandomState(1) if None."""
+                 num_labels=None, spatial=None, return_spatial=False, num_categories=None):
+        """data: (N, H, W, C) uint8 images, or with ``num_categories`` K, (N, H, W) integer
+        codes in [0, K). labels: (N,) ints in [0, num_labels), or None. num_labels: defaults
+        to max(labels) + 1 (None without labels). spatial: (N, Hs, Ws, D) float maps to
+        condition on, or None. rng: a numpy RandomState, used only when shuffling;
+        RandomState(1) if None."""
         data = np.asarray(data)
-        if data.dtype != np.uint8 or data.ndim != 4:
-            raise InvalidInputError(f"data must be (N, H, W, C) uint8; got {data.dtype} {data.shape}")
+        if num_categories is None:
+            if data.dtype != np.uint8 or data.ndim != 4:
+                raise InvalidInputError(f"data must be (N, H, W, C) uint8; got {data.dtype} "
+                                        f"{data.shape}")
+        else:
+            data = check_codes(data, num_categories, "codes")
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int32)
             if labels.shape != (len(data),):
@@ -49,22 +55,41 @@ class DataLoader:
                 num_labels = int(labels.max()) + 1 if len(labels) else 0
         if return_labels and labels is None:
             raise InvalidInputError("return_labels=True, but this data set has no labels")
+        if spatial is not None:
+            spatial = np.asarray(spatial, dtype=np.float32)
+            if spatial.ndim != 4 or len(spatial) != len(data):
+                raise InvalidInputError(f"spatial maps must be ({len(data)}, Hs, Ws, D); got "
+                                        f"{spatial.shape}")
+        if return_spatial and spatial is None:
+            raise InvalidInputError("return_spatial=True, but this data set has no spatial "
+                                    "maps")
         if not 0 < batch_size <= len(data):
-            raise InvalidInputError(f"batch_size {batch_size} does not fit a data set of {len(data)} "
-                             f"images: no full batch could be made")
+            raise InvalidInputError(f"batch_size {batch_size} does not fit a data set of "
+                                    f"{len(data)} images: no full batch could be made")
         self.data = data
         self.labels = labels
         self.num_labels = num_labels
+        self.spatial = spatial
+        self.num_categories = num_categories
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.return_labels = return_labels
+        self.return_spatial = return_spatial
         self.rng = np.random.RandomState(1) if rng is None else rng
         self.order = np.arange(len(data))   # this epoch's order: batch i is order[p:p + batch_size]
         self.p = 0                          # where the next batch starts in `order`
 
     def get_observation_size(self):
-        """(H, W, C) of one image."""
+        """(H, W, C) of one image; (H, W) of one code map."""
         return self.data.shape[1:]
+
+    def get_spatial_shape(self):
+        """(Hs, Ws, D) of one spatial map, or None."""
+        return None if self.spatial is None else self.spatial.shape[1:]
+
+    def get_num_categories(self):
+        """K for a data set of codes in [0, K); None for images."""
+        return self.num_categories
 
     def get_num_labels(self):
         """Number of classes, or None for an unlabelled data set."""
@@ -82,7 +107,8 @@ class DataLoader:
         return self
 
     def __next__(self, n=None):
-        """The next batch of n (default batch_size) images: x, or (x, y) with return_labels."""
+        """The next batch of n (default batch_size) images: x; (x, y) with return_labels;
+        (x, s) with return_spatial; (x, y, s) with both."""
         n = self.batch_size if n is None else n
         if self.p == 0 and self.shuffle:
             self.order = self.order[self.rng.permutation(len(self.order))]
@@ -91,8 +117,11 @@ class DataLoader:
             raise StopIteration
         idx = self.order[self.p:self.p + n]
         self.p += self.batch_size   # as the original's loaders: batch_size, whatever n is
-        x = self.data[idx]                                      # (n, H, W, C) uint8
-        return (x, self.labels[idx]) if self.return_labels else x
+        x = self.data[idx]                          # (n, H, W, C) uint8 or (n, H, W) codes
+        if not (self.return_labels or self.return_spatial):
+            return x
+        return ((x,) + ((self.labels[idx],) if self.return_labels else ())
+                + ((self.spatial[idx],) if self.return_spatial else ()))
 
     # The original's train.py takes its init batch with loader.next(init_batch_size) and then
     # trains on, without rewinding: epoch 0 starts at position batch_size of the first order.
@@ -127,6 +156,20 @@ class DataLoader:
                             float(state["rng_cached_gaussian"])))
         self.order = order
         self.p = position
+
+
+def check_codes(codes, num_categories, name):
+    """``codes`` as (N, H, W) int32 in [0, num_categories); InvalidInputError naming ``name``
+    and what is wrong otherwise."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be (N, H, W) integer codes; got {codes.dtype} "
+                                f"{codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= num_categories):
+        bad = codes.min() if codes.min() < 0 else codes.max()
+        raise InvalidInputError(f"{name} holds the code {bad}, outside [0, {num_categories}) "
+                                f"(num_categories {num_categories})")
+    return codes.astype(np.int32)
 
 
 def check_subset(subset):
