@@ -16,7 +16,7 @@ import tensorflow as tf
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
-    "scale_images",
+    "scale_images", "categorical_log_prob", "categorical_loss", "sample_categorical",
     "discretized_mix_logistic_log_prob", "discretized_mix_logistic_loss", "nll_per_image",
     "subpixel_log_prob", "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
     "energy_distance_loss", "nr_mix_from_params",
@@ -156,7 +156,8 @@ def nll_per_image(x, l):
 
 
 def bits_per_dim(nats, num_images, image_shape):
-    """Convert a summed NLL in nats over ``num_images`` images of ``image_shape`` (H, W, C)."""
+    """Convert a summed NLL in nats over ``num_images`` images of ``image_shape`` (H, W, C),
+    or code maps of shape (H, W): bits per sub-pixel, or per code."""
     dims = float(np.prod(image_shape)) * num_images
     return nats / (math.log(2.0) * dims)
 
@@ -171,7 +172,8 @@ def uniform_noise(shape, seed=None):
     return tf.random.stateless_uniform(shape, seed=seed, minval=1e-5, maxval=1.0 - 1e-5)
 
 
-def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, noise=None):
+def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, noise=None,
+                                         temperature=1.0):
     """Draw one value per pixel (docs/ORIGINAL.md §3): l (B, H, W, P) -> (B, H, W, C) in [-1, 1].
 
     The mixture component is picked by Gumbel-max with u_mix (B, H, W, M) and the logistic
@@ -179,6 +181,10 @@ def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, n
     them (the samplers do, so fast and naive generation see the same randomness), or ``seed``
     (a pair of ints) to draw them reproducibly; neither draws from the global RNG.
     Not rounded to 8 bits, as the original.
+
+    temperature T (> 0): the mixture weights' logits are divided by T and every logistic's
+    scale multiplied by T, so T < 1 draws closer to the likeliest component's mean and
+    T = 1 is the model's own distribution (exactly: nothing is changed).
     """
     l = tf.cast(l, tf.float32)
     C = num_channels
@@ -191,11 +197,14 @@ def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, n
         noise = (uniform_noise(tf.shape(logit_probs), seeds[0]),
                  uniform_noise(tf.shape(means)[:-1], seeds[1]))
     u_mix, u = noise
+    if temperature != 1.0:
+        logit_probs = logit_probs / temperature
     sel = tf.one_hot(tf.argmax(logit_probs - tf.math.log(-tf.math.log(u_mix)), axis=-1),
                      depth=M, dtype=tf.float32)[..., None, :]       # (B, H, W, 1, M)
     means = tf.reduce_sum(means * sel, axis=-1)                      # (B, H, W, C)
     log_scales = tf.maximum(tf.reduce_sum(log_scales * sel, axis=-1), -7.0)
-    x = means + tf.exp(log_scales) * (tf.math.log(u) - tf.math.log(1.0 - u))
+    scales = tf.exp(log_scales) if temperature == 1.0 else temperature * tf.exp(log_scales)
+    x = means + scales * (tf.math.log(u) - tf.math.log(1.0 - u))
     if C == 1:
         return tf.clip_by_value(x, -1.0, 1.0)
     coeffs = tf.reduce_sum(coeffs * sel, axis=-1)
@@ -203,6 +212,31 @@ def sample_from_discretized_mix_logistic(l, nr_mix, num_channels=3, seed=None, n
     x1 = tf.minimum(tf.maximum(x[..., 1] + coeffs[..., 0] * x0, -1.0), 1.0)
     x2 = tf.minimum(tf.maximum(x[..., 2] + coeffs[..., 1] * x0 + coeffs[..., 2] * x1, -1.0), 1.0)
     return tf.stack([x0, x1, x2], axis=-1)
+
+
+# ---------------------------------------------------------------- the K-way head over codes
+def categorical_log_prob(codes, logits):
+    """(B, H, W) log-probabilities (nats) of int codes (B, H, W) in [0, K) under logits
+    (B, H, W, K), computed in float32."""
+    logits = tf.cast(logits, tf.float32)
+    return -tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(codes, tf.int32), logits=logits)
+
+
+def categorical_loss(codes, logits, sum_all=True):
+    """Cross-entropy in nats of the codes: summed over everything (sum_all) or (B,) per map."""
+    log_p = categorical_log_prob(codes, logits)
+    return -tf.reduce_sum(log_p) if sum_all else -tf.reduce_sum(log_p, axis=[1, 2])
+
+
+def sample_categorical(logits, u, temperature=1.0):
+    """One code per position: logits (..., K), u (..., K) uniform noise in (0, 1) -> (...,)
+    int32, by Gumbel-max on logits / temperature (the softmax of logits / T; T = 1 is the
+    model's own distribution)."""
+    logits = tf.cast(logits, tf.float32)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
 
 
 def energy_distance_loss(x, samples):
