@@ -126,13 +126,15 @@ class PixelCNN(keras.Model):
       num_filters: feature maps F of the main stack (the paper's 2h); at least 2C.
       num_channels: 3 (RGB) or 1 (grayscale).
       residual: residual blocks (default) or a plain stack of 3x3 convs.
+      fast_ops: accepted and kept as ``self.fast_ops`` so that callers treat both models
+        alike; the baseline has no fast paths.
 
     Call: ``model(x, training=False)``, x (B, H, W, C) float32 in [-1, 1] (any H, W);
     returns logits (B, H, W, C, 256). ``training`` changes nothing (no dropout).
     """
 
     def __init__(self, num_layers=15, num_filters=128, num_channels=3, residual=True,
-                 **kwargs):
+                 fast_ops=False, **kwargs):
         super().__init__(**kwargs)
         if num_channels not in (1, 3):
             raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
@@ -144,6 +146,7 @@ class PixelCNN(keras.Model):
         self.num_channels = C = int(num_channels)
         self.num_classes = None       # unconditional
         self.rng = None               # no dropout: no generator to checkpoint
+        self.fast_ops = bool(fast_ops)  # nothing to speed up: the same ops either way
         self.residual = bool(residual)
         self.conv_in = MaskedConv2D(F, 7, "A", C)
         for i in range(self.num_layers):
