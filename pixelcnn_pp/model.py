@@ -31,7 +31,8 @@ def _check_arguments(resnet_nonlinearity, num_channels, energy_distance):
         raise InvalidInputError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
                                 f"got {resnet_nonlinearity!r}")
     if num_channels not in (1, 3):
-        raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
+        raise InvalidInputError(
+            f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
     if energy_distance and num_channels != 3:
         raise InvalidInputError("the energy-distance head is defined for RGB images only")
 
@@ -60,6 +61,9 @@ class PixelCNNPP(keras.Model):
     Call: ``model(x, h=None, training=False)`` with x (B, H, W, C) float32 in [-1, 1], H and W
     divisible by 4. Returns (B, H, W, 10M) mixture parameters (3M for C = 1), or for an
     energy-distance model (10, B, H, W, C) samples in [-1, 1].
+
+    The rest of the package uses it through ``interface.AutoregressiveModel`` (``initialize``,
+    ``objective``, ``nll_per_image``, ``subpixel_log_prob``, ``sample_images``, ...).
     """
 
     def __init__(self, nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
@@ -235,7 +239,7 @@ class PixelCNNPP(keras.Model):
         x = tf.tanh(tf.cast(self.ed_out(L.concat_elu(f)), tf.float32))
         return tf.stack(tf.split(x, 10, axis=0))
 
-    # ------------------------------------------------------------------ the shared interface
+    # ------------------------------------------------------ interface.AutoregressiveModel
     def objective(self, x, out):
         """The training objective summed over the batch, in nats (float32): the negative
         log-likelihood of the discretized logistic mixture (``nn.py:

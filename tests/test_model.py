@@ -8,6 +8,7 @@ import pixelcnn_pp
 from pixelcnn_pp import layers as L
 from pixelcnn_pp.convert import (assign_tf1_variables, export_tf1_variables, load_tf1_checkpoint,
                                   tf1_variables)
+from pixelcnn_pp.interface import AutoregressiveModel
 
 from helpers import golden_model, one_hot, random_images, tiny_model
 
@@ -154,6 +155,13 @@ def test_checkpoints_name_the_weights_by_the_layout(tmp_path):
               "model/down_u_4/hw", "model/out_nin/V"):
         assert k in weights, k
     assert "model/down_u_5/conv1/V" not in weights      # 1 + 2 + 2 down blocks per stream
+
+
+def test_both_models_declare_the_shared_interface():
+    from pixelcnn_pp.baseline import PixelCNN
+    for model in (tiny_model(), tiny_model(energy_distance=True), PixelCNN(1, 8)):
+        assert isinstance(model, AutoregressiveModel), type(model).__name__
+    assert not isinstance(L.GatedResnet(4, L.DownShiftedConv2D), AutoregressiveModel)
 
 
 def test_a_checkpoint_of_the_model_alone_restores_every_weight(tmp_path):
