@@ -157,6 +157,20 @@ def test_checkpoints_name_the_weights_by_the_layout(tmp_path):
     assert "model/down_u_5/conv1/V" not in weights      # 1 + 2 + 2 down blocks per stream
 
 
+def test_the_weights_are_in_forward_order():
+    """The optimiser's slots and the Polyak averages are checkpointed by their index in
+    ``trainable_variables``: this order is what every saved run holds."""
+    model = tiny_model(num_classes=2, nr_resnet=2)
+    model(tf.zeros((1, 8, 8, 3)), h=tf.zeros((1, 2)))
+    hw_before = {id(blk.conv1): blk.hw for blk in model.blocks()}  # a block's own weight first
+    want = []
+    for layer in model.weight_norm_layers():
+        want += [hw_before[id(layer)]] if id(layer) in hw_before else []
+        want += [layer.V, layer.g, layer.b]
+    assert [id(v) for v in model.trainable_variables] == [id(v) for v in want]
+    assert [id(v) for v in model.weights] == [id(v) for v in want]
+
+
 def test_both_models_declare_the_shared_interface():
     from pixelcnn_pp.baseline import PixelCNN
     for model in (tiny_model(), tiny_model(energy_distance=True), PixelCNN(1, 8)):
