@@ -1,9 +1,10 @@
 """What every model of this package offers the rest of it, declared once.
 
 ``PixelCNNPP`` (``model.py``) and the masked-convolution baseline ``PixelCNN``
-(``baseline.py``) both implement ``AutoregressiveModel``; training, evaluation, scoring and
-sample files use a model only through it, so either can be passed. A check
-``isinstance(model, AutoregressiveModel)`` tests that the names exist (not their signatures).
+(``baseline.py``) both implement ``AutoregressiveModel``: it is what training, evaluation,
+scoring and sample files rely on beyond a Keras model's own surface (``trainable_variables``,
+checkpointing), so either model can be passed to them. ``isinstance(model,
+AutoregressiveModel)`` checks that the names exist (not their signatures).
 
 What only PixelCNN++ has (its layout, ``weight_norm_layers()``, the energy-distance head) is
 not part of it: code that needs those (the samplers of ``sampling.py``, image completion,
@@ -22,7 +23,9 @@ class AutoregressiveModel(Protocol):
     """A Keras model of p(x) = prod_i p(x_i | x_<i) over the sub-pixels of (H, W, C) images.
 
     Images are float32 (B, H, W, C) in [-1, 1] on the 8-bit grid; ``out`` is what calling the
-    model returns (its likelihood's parameters; its shape is the model's own).
+    model returns (its likelihood's parameters; its shape is the model's own). A PixelCNNPP
+    with the energy-distance head has no likelihood: its ``nll_per_image`` and
+    ``subpixel_log_prob`` raise ``InvalidInputError``.
     """
 
     num_channels: int                       # C: 3 (RGB) or 1 (grayscale)
