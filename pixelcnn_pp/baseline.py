@@ -11,8 +11,9 @@ the centre) and, at the centre tap, from input groups before the output's group 
 the first layer: a sub-pixel never sees itself) or at and before it (mask B, every later
 layer: features of the same group, which already exclude that sub-pixel, may flow on).
 
-Each sub-pixel gets a 256-way softmax over its 8-bit value; ``softmax_nll`` is its
-likelihood and ``sample`` draws images exactly, one network pass per sub-pixel.
+Each sub-pixel gets a 256-way softmax over its 8-bit value; ``softmax_log_prob`` is its
+likelihood (the model's ``objective``, ``nll_per_image`` and ``subpixel_log_prob`` sum it as
+PixelCNNPP's do theirs) and ``sample`` draws images exactly, one network pass per sub-pixel.
 """
 
 import keras
@@ -20,8 +21,7 @@ import numpy as np
 import tensorflow as tf
 from pixelcnn_pp.errors import InvalidInputError
 
-__all__ = ["causal_mask", "MaskedConv2D", "PixelCNN", "softmax_log_prob", "softmax_nll",
-           "loss", "sample"]
+__all__ = ["causal_mask", "MaskedConv2D", "PixelCNN", "softmax_log_prob", "sample"]
 
 
 # ---------------------------------------------------------------------------- masks
@@ -126,13 +126,17 @@ class PixelCNN(keras.Model):
       num_filters: feature maps F of the main stack (the paper's 2h); at least 2C.
       num_channels: 3 (RGB) or 1 (grayscale).
       residual: residual blocks (default) or a plain stack of 3x3 convs.
+      fast_ops: accepted and kept as ``self.fast_ops`` so that callers treat both models
+        alike; the baseline has no fast paths.
 
     Call: ``model(x, training=False)``, x (B, H, W, C) float32 in [-1, 1] (any H, W);
     returns logits (B, H, W, C, 256). ``training`` changes nothing (no dropout).
+
+    Implements ``interface.AutoregressiveModel``, as PixelCNNPP does.
     """
 
     def __init__(self, num_layers=15, num_filters=128, num_channels=3, residual=True,
-                 **kwargs):
+                 fast_ops=False, **kwargs):
         super().__init__(**kwargs)
         if num_channels not in (1, 3):
             raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
@@ -144,6 +148,7 @@ class PixelCNN(keras.Model):
         self.num_channels = C = int(num_channels)
         self.num_classes = None       # unconditional
         self.rng = None               # no dropout: no generator to checkpoint
+        self.fast_ops = bool(fast_ops)  # nothing to speed up: the same ops either way
         self.residual = bool(residual)
         self.conv_in = MaskedConv2D(F, 7, "A", C)
         for i in range(self.num_layers):
@@ -183,21 +188,15 @@ class PixelCNN(keras.Model):
         """
         return self(x, h=h, training=training)
 
-    def nll(self, x, out, sum_all=True):
-        """The training objective, ``softmax_nll(x, out, sum_all)`` in nats.
-
-        (Not named ``loss``: keras.Model reserves that attribute for ``compile``.)
-        """
-        return softmax_nll(x, out, sum_all=sum_all)
-
     def objective(self, x, out):
-        """The training objective summed over the batch, in nats: ``softmax_nll``. The
-        interface PixelCNNPP offers too."""
-        return softmax_nll(x, out)
+        """The training objective: the negative log-likelihood under the 256-way softmax
+        summed over the batch, in nats (float32). x (B, H, W, C), out (B, H, W, C, 256)."""
+        return -tf.reduce_sum(softmax_log_prob(x, out))
 
     def nll_per_image(self, x, out):
-        """(B,) negative log-likelihood of each image, nats."""
-        return softmax_nll(x, out, sum_all=False)
+        """(B,) negative log-likelihood of each image, nats. Bits/dim:
+        ``likelihood.bits_per_dim``."""
+        return -tf.reduce_sum(softmax_log_prob(x, out), axis=[1, 2, 3])
 
     def subpixel_log_prob(self, x, out):
         """(B, H, W, C) log p of each sub-pixel given all before it, nats."""
@@ -226,21 +225,6 @@ def softmax_log_prob(x, logits):
     -> (B, H, W, C)."""
     return -tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=_to_int(x), logits=tf.cast(logits, tf.float32))
-
-
-def softmax_nll(x, logits, sum_all=True):
-    """Negative log-likelihood in nats under the 256-way softmax.
-
-    x (B, H, W, C) in [-1, 1]; logits (B, H, W, C, 256). sum_all=True: a scalar summed over
-    everything; False: (B,), one NLL per image. Bits/dim: likelihood.bits_per_dim.
-    """
-    nll = -softmax_log_prob(x, logits)
-    return tf.reduce_sum(nll) if sum_all else tf.reduce_sum(nll, axis=[1, 2, 3])
-
-
-def loss(x, out, sum_all=True):
-    """The generic name a training loop calls: ``softmax_nll``."""
-    return softmax_nll(x, out, sum_all=sum_all)
 
 
 # ---------------------------------------------------------------------------- sampling

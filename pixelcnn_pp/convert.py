@@ -1,28 +1,57 @@
 """Conversion between our model and the original's TF1 variables.
 
-The original names every variable ``model/<kind>_<n>/<V|g|b>`` (``hw`` for
-``conditional_weights``), numbered per kind in forward order (docs/ORIGINAL.md §2); its checkpoints
+The original names every variable ``model/<kind>_<n>/<V|g|b>``: a weight-normed layer's kind
+is ``conv2d``, ``deconv2d`` or ``dense`` (the nin layers), and n counts the layers of that
+kind in the order the original creates them, which is the forward order our model lists them
+in (``model.weight_norm_layers()``). A conditional model's gated resnets hold
+``model/conditional_weights_<n>/hw``, n counting the blocks (docs/ORIGINAL.md §2). The names
+are made here, from that order; the layers themselves carry none. The original's checkpoints
 also hold Polyak averages as ``<name>/ExponentialMovingAverage``, and Adam slots under
 meaningless names (``Variable_12``), which are ignored here.
 """
 
+import collections
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from pixelcnn_pp import layers as L
 from pixelcnn_pp.errors import InvalidInputError
 
-__all__ = ["assign_tf1_variables", "export_tf1_variables", "load_tf1_checkpoint",
-           "read_tf1_checkpoint", "EMA_SUFFIX"]
+__all__ = ["tf1_variables", "assign_tf1_variables", "export_tf1_variables",
+           "load_tf1_checkpoint", "read_tf1_checkpoint", "EMA_SUFFIX"]
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
-def _model_variables(model):
+def _kind(layer):
+    """The original's name for the kind of a weight-normed layer."""
+    if isinstance(layer, L.WNDeconv2D):
+        return "deconv2d"
+    if isinstance(layer, L.WNConv2D):
+        return "conv2d"
+    assert isinstance(layer, L.WNDense), type(layer)    # NetworkInNetwork too
+    return "dense"
+
+
+def tf1_variables(model):
+    """{original variable name ("model/conv2d_0/V", ...): variable} of a PixelCNNPP whose
+    weights exist (called once on a batch, or initialised)."""
     if not model.built_weights():
         raise InvalidInputError("the model has no weights yet: call it once on a batch of the "
-                         "right shape (e.g. model(x)) before assigning or exporting variables")
-    return model.tf1_variables()
+                                "right shape (e.g. model(x)) before assigning or exporting "
+                                "variables")
+    counts, out = collections.Counter(), {}
+    for layer in model.weight_norm_layers():
+        kind = _kind(layer)
+        for v in ("V", "g", "b"):
+            out[f"model/{kind}_{counts[kind]}/{v}"] = getattr(layer, v)
+        counts[kind] += 1
+    for n, blk in enumerate(model.blocks()):
+        if blk.num_classes:
+            out[f"model/conditional_weights_{n}/hw"] = blk.hw
+    return out
 
 
 def assign_tf1_variables(model, arrays):
@@ -32,7 +61,7 @@ def assign_tf1_variables(model, arrays):
     variable must be present with its exact shape, and nothing else may be: otherwise one
     ValueError lists the missing, unexpected and mis-shaped names, and nothing is assigned.
     """
-    variables = _model_variables(model)
+    variables = tf1_variables(model)
     missing = sorted(set(variables) - set(arrays))
     unexpected = sorted(set(arrays) - set(variables))
     misshaped = sorted(
@@ -56,7 +85,7 @@ def assign_tf1_variables(model, arrays):
 
 def export_tf1_variables(model):
     """The model's weights as ``{original name: float32 numpy array}``."""
-    return {n: np.asarray(tf.convert_to_tensor(v)) for n, v in _model_variables(model).items()}
+    return {n: np.asarray(tf.convert_to_tensor(v)) for n, v in tf1_variables(model).items()}
 
 
 def read_tf1_checkpoint(path, use_ema=True):

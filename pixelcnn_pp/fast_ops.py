@@ -1,8 +1,10 @@
-"""Faster computations of a few of the original's formulas, in one place, behind one switch.
+"""Faster computations of a few of the original's formulas, in one place.
 
 The reference path through this package (``layers.py``, ``model.py``, ``optim.py``) writes the
 original's formulas as plain TensorFlow ops. Each function here computes one of them faster on
-a CPU, and is used only where ``enabled()`` is true while the caller is traced:
+a CPU. Whether an object uses them is decided once, when it is built: ``PixelCNNPP(...,
+fast_ops=True)`` (which passes it to its weight-normed layers, gated resnets and dropout),
+``optim.Adam(..., fused=True)``, ``optim.PolyakAverage(..., fused=True)``:
 
 ========================  ===============================================  ===================
 here                      instead of                                       used by
@@ -20,45 +22,18 @@ version); the differences are float32 round-off (XLA's fused kernels, a hand-wri
 gradient) and, for dropout, which random numbers make the mask (the keep probability is
 exactly the same). Their measured effects are in docs/PERFORMANCE.md.
 
-The switch is off when the package is imported: a model called directly computes the plain
-ops. Training turns it on (``TrainConfig.fast_ops``, ``train.py --fast_ops``, both default
-True), as do ``eval.py``, ``sample.py`` and ``score.py``; ``--nofast_ops`` runs the original's
-ops only. It is read when a function is traced: change it before the first call of a
-``tf.function``, not between calls.
+Every default is False: a model, optimiser or average built without asking computes the
+original's plain ops. Training asks for them (``TrainConfig.fast_ops``, ``train.py
+--fast_ops``, both default True), as do ``eval.py``, ``sample.py`` and ``score.py``;
+``--nofast_ops`` runs the original's ops only.
 """
 
-import contextlib
 import functools
 import gc
 
 import tensorflow as tf
 
-__all__ = ["enabled", "enable", "use", "dropout_keep", "weight_normalize", "fused",
-           "freeze_gc"]
-
-_enabled = False
-
-
-def enabled():
-    """Whether the fast versions are used by what is traced now."""
-    return _enabled
-
-
-def enable(on=True):
-    """Turn the fast versions on or off; returns the previous setting."""
-    global _enabled
-    before, _enabled = _enabled, bool(on)
-    return before
-
-
-@contextlib.contextmanager
-def use(on=True):
-    """``with use(flag):`` the switch is ``flag`` inside the block and restored after it."""
-    before = enable(on)
-    try:
-        yield
-    finally:
-        enable(before)
+__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc"]
 
 
 # ---------------------------------------------------------------------------- dropout

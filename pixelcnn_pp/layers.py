@@ -13,14 +13,14 @@ Weight normalisation (Salimans & Kingma 2016): every layer holds ``V`` (directio
 variance ``init_scale**2`` per channel by rescaling ``g`` and ``b``, then recomputes the
 output with the new values (as the original does) and passes that on.
 
-Each layer carries ``tf1_scope``, the name the original gave it (``model/conv2d_3``), so
-that checkpoints convert both ways (see ``convert.py``).
+``fast_ops=True`` (given to the convolutions, ``GatedResnet`` and ``dropout``, default False)
+computes the same formulas with the faster versions of ``fast_ops.py``.
 """
 
 import keras
 import tensorflow as tf
 
-from pixelcnn_pp import fast_ops
+from pixelcnn_pp import fast_ops as fast
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
@@ -40,17 +40,25 @@ def concat_elu(x):
 NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
 
 
-def dropout(x, rate, seed):
+def dropout(x, rate, seed, fast_ops=False):
     """Inverted dropout with a stateless (2,) seed: each element kept with probability
     exactly 1 - rate and scaled by 1 / (1 - rate), zeroed otherwise (the rule of the
-    original's ``tf.nn.dropout``)."""
+    original's ``tf.nn.dropout``). x: any shape; returns x's shape and dtype."""
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
         raise InvalidInputError(f"dropout rate must be in [0, 1), got {rate}")
     if rate == 0.0:
         return x
-    # Deviation (fast_ops): the mask from 8 or 16 random bits per element, not a float.
-    keep = fast_ops.dropout_keep(tf.shape(x), rate, seed) if fast_ops.enabled() else None
+    # Deviation: the original's tf.nn.dropout draws from its op's own stateful generator, a
+    # new mask each time the op runs; here (both draws below) the random numbers are a
+    # stateless function of the seed passed in (GatedResnet draws one per call from the
+    # model's generator): a resumed run draws the masks an uninterrupted one would, and a
+    # block recomputed for its gradient draws the same mask again. Same keep rule and scale,
+    # other random numbers.
+    keep = None
+    if fast_ops:
+        # Deviation (fast_ops): the mask from 8 or 16 random bits per element, not a float.
+        keep = fast.dropout_keep(tf.shape(x), rate, seed)
     if keep is None:
         keep = tf.random.stateless_uniform(tf.shape(x), seed, dtype=x.dtype) >= rate
     scale = tf.constant(1.0 / (1.0 - rate), x.dtype)
@@ -70,14 +78,13 @@ def right_shift(x):
 class _WeightNorm(keras.layers.Layer):
     """Shared machinery: V, g, b, and the data-dependent init step."""
 
-    def __init__(self, num_filters, init_scale=1.0, tf1_scope=None, **kwargs):
+    def __init__(self, num_filters, init_scale=1.0, **kwargs):
         # autocast=False: under a mixed-precision policy the weights are read in float32 (the
         # weight-norm statistics need it) and cast to the compute dtype explicitly (_cast).
         kwargs.setdefault("autocast", False)
-        super().__init__(name=tf1_scope.split("/")[-1] if tf1_scope else None, **kwargs)
+        super().__init__(**kwargs)
         self.num_filters = int(num_filters)
         self.init_scale = float(init_scale)
-        self.tf1_scope = tf1_scope
         self.ddi = False  # set by PixelCNNPP.initialize for the data-dependent init pass
 
     def _make_weights(self, v_shape):
@@ -86,10 +93,6 @@ class _WeightNorm(keras.layers.Layer):
             initializer=keras.initializers.RandomNormal(0.0, 0.05))
         self.g = self.add_weight(name="g", shape=(self.num_filters,), initializer="ones")
         self.b = self.add_weight(name="b", shape=(self.num_filters,), initializer="zeros")
-
-    def tf1_variables(self):
-        """{original variable name: variable} for this layer."""
-        return {f"{self.tf1_scope}/{n}": getattr(self, n) for n in ("V", "g", "b")}
 
     def _apply(self, x):
         raise NotImplementedError
@@ -122,24 +125,26 @@ class _WeightNorm(keras.layers.Layer):
         return tf.cast(w, self.compute_dtype)
 
 
-def weight_normalize(V, g, axes, g_shape):
+def weight_normalize(V, g, axes, g_shape, fast_ops=False):
     """g * V / ||V|| (norm over ``axes``; g reshaped to ``g_shape``), as the original computes
-    it: ``g * tf.nn.l2_normalize(V, axes)``."""
-    if fast_ops.enabled():
+    it: ``g * tf.nn.l2_normalize(V, axes)``. V: a kernel; g: (F,); returns V's shape."""
+    if fast_ops:
         # Deviation (fast_ops): the same forward ops, the gradient as one fused function.
-        return fast_ops.weight_normalize(V, g, axes, g_shape)
+        return fast.weight_normalize(V, g, axes, g_shape)
     return tf.reshape(g, g_shape) * tf.nn.l2_normalize(V, axes)
 
 
 class _WNConvBase(_WeightNorm):
-    """Filter size, stride and padding of the (transposed) convolutions."""
+    """Filter size, stride and padding of the (transposed) convolutions; ``fast_ops``: the
+    kernel's gradient by ``fast_ops.weight_normalize``."""
 
     def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
-                 init_scale=1.0, tf1_scope=None, **kwargs):
-        super().__init__(num_filters, init_scale, tf1_scope, **kwargs)
+                 init_scale=1.0, fast_ops=False, **kwargs):
+        super().__init__(num_filters, init_scale, **kwargs)
         self.filter_size = tuple(filter_size)
         self.stride = tuple(stride)
         self.padding = padding
+        self.fast_ops = bool(fast_ops)
 
 
 class WNConv2D(_WNConvBase):
@@ -151,7 +156,7 @@ class WNConv2D(_WNConvBase):
     def kernel(self):
         """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
         V, g = self._vg()
-        return weight_normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters])
+        return weight_normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters], self.fast_ops)
 
     def _apply(self, x):
         y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
@@ -167,7 +172,7 @@ class WNDeconv2D(_WNConvBase):
     def kernel(self):
         """The effective kernel, (fh, fw, F, Cin), float32."""
         V, g = self._vg()
-        return weight_normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1])
+        return weight_normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1], self.fast_ops)
 
     def output_hw(self, h, w):
         sh, sw = self.stride
@@ -277,21 +282,22 @@ class GatedResnet(keras.layers.Layer):
 
     x: (B, H, W, C); a (optional short-cut input): (B, H, W, Ca); h (optional): (B, K).
     ``conv_cls`` is DownShiftedConv2D (u stream) or DownRightShiftedConv2D (ul stream); the
-    block is exactly as causal as that conv. ``names`` is the model's per-kind counter
-    (creation order = the original's variable numbering).
+    block is exactly as causal as that conv. ``fast_ops``: its convolutions, dropout and
+    evaluation gate use the versions of ``fast_ops.py``.
     """
 
-    def __init__(self, num_filters, conv_cls, names, nonlinearity="concat_elu",
-                 dropout_p=0.0, has_a=False, num_classes=None, seed_generator=None, **kwargs):
+    def __init__(self, num_filters, conv_cls, nonlinearity="concat_elu", dropout_p=0.0,
+                 has_a=False, num_classes=None, seed_generator=None, fast_ops=False, **kwargs):
         super().__init__(**kwargs)
         self.num_filters = num_filters
         self.nonlinearity = NONLINEARITIES[nonlinearity]
         self.dropout_p = float(dropout_p)
         self.seed_generator = seed_generator
-        self.conv1 = conv_cls(num_filters, tf1_scope=names("conv2d"))
-        self.nin_a = NetworkInNetwork(num_filters, tf1_scope=names("dense")) if has_a else None
-        self.conv2 = conv_cls(2 * num_filters, init_scale=0.1, tf1_scope=names("conv2d"))
-        self.hw_scope = names("conditional_weights") if num_classes else None
+        self.fast_ops = bool(fast_ops)
+        # Made in the original's order (conv, short-cut nin, conv): see ``sublayers``.
+        self.conv1 = conv_cls(num_filters, fast_ops=self.fast_ops)
+        self.nin_a = NetworkInNetwork(num_filters) if has_a else None
+        self.conv2 = conv_cls(2 * num_filters, init_scale=0.1, fast_ops=self.fast_ops)
         self.num_classes = num_classes
 
     def build(self, input_shape):
@@ -304,14 +310,6 @@ class GatedResnet(keras.layers.Layer):
     def sublayers(self):
         """The weight-normed layers of this block, in the original's creation order."""
         return [l for l in (self.conv1, self.nin_a, self.conv2) if l is not None]
-
-    def tf1_variables(self):
-        out = {}
-        for layer in self.sublayers():
-            out.update(layer.tf1_variables())
-        if self.num_classes:
-            out[f"{self.hw_scope}/hw"] = self.hw
-        return out
 
     def dropout_seed(self):
         """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
@@ -341,13 +339,13 @@ class GatedResnet(keras.layers.Layer):
             c1 = c1 + self.nin_a(nl(a))
         c1 = nl(c1)
         if seed is not None:
-            c1 = dropout(c1, self.dropout_p, seed)
+            c1 = dropout(c1, self.dropout_p, seed, self.fast_ops)
         c2 = self.conv2(c1)
         if h is not None:
             hw = tf.cast(self.hw, h.dtype)
             c2 = c2 + tf.cast(tf.matmul(h, hw), c2.dtype)[:, None, None, :]
-        if training or not fast_ops.enabled():
-            return gate(x, c2)
-        # Deviation (fast_ops): evaluation's gate as one XLA-fused pass (training keeps the
-        # plain ops: with its gradient the fused one is slower).
-        return fast_ops.fused(gate)(x, c2)
+        if self.fast_ops and not training:
+            # Deviation (fast_ops): evaluation's gate as one XLA-fused pass (training keeps the
+            # plain ops: with its gradient the fused one is slower).
+            return fast.fused(gate)(x, c2)
+        return gate(x, c2)

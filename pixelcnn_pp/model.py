@@ -6,7 +6,7 @@ resolution) pushes every activation on a stack; the down pass pops them as short
 and the output is a 1x1 conv of ``elu(ul)`` to the logistic-mixture parameters.
 """
 
-import collections
+import functools
 
 import keras
 import tensorflow as tf
@@ -19,31 +19,22 @@ from pixelcnn_pp.errors import InvalidInputError
 __all__ = ["PixelCNNPP"]
 
 
-def _counter():
-    """names("conv2d") -> "model/conv2d_0", "model/conv2d_1", ...: the original's numbering."""
-    counts = collections.Counter()
-
-    def names(kind):
-        n = counts[kind]
-        counts[kind] += 1
-        return f"model/{kind}_{n}"
-
-    return names
-
-
-class _Made:
-    """Layers in the order they were made. A plain object, which Keras does not track: the
-    model tracks every layer by its attribute name already."""
-
-    def __init__(self):
-        self.layers = []
-
-
 def params_per_pixel(nr_logistic_mix, num_channels=3):
     """Output channels of the mixture head: 10M for RGB, 3M for grayscale."""
     if num_channels == 3:
         return 10 * nr_logistic_mix
     return 3 * nr_logistic_mix
+
+
+def _check_arguments(resnet_nonlinearity, num_channels, energy_distance):
+    if resnet_nonlinearity not in L.NONLINEARITIES:
+        raise InvalidInputError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
+                                f"got {resnet_nonlinearity!r}")
+    if num_channels not in (1, 3):
+        raise InvalidInputError(
+            f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
+    if energy_distance and num_channels != 3:
+        raise InvalidInputError("the energy-distance head is defined for RGB images only")
 
 
 class PixelCNNPP(keras.Model):
@@ -63,25 +54,24 @@ class PixelCNNPP(keras.Model):
         and recomputes its activations in the backward pass (the original's "checkpoints"
         collection, ``memory_saving_gradients``). Same gradients, less memory, more time.
         An attribute that may be changed between calls; not part of the saved model.
+      fast_ops: the layers compute the same formulas with the faster versions of
+        ``fast_ops.py`` (False: the original's plain ops). Fixed when the model is built;
+        not part of the saved model.
 
     Call: ``model(x, h=None, training=False)`` with x (B, H, W, C) float32 in [-1, 1], H and W
     divisible by 4. Returns (B, H, W, 10M) mixture parameters (3M for C = 1), or for an
     energy-distance model (10, B, H, W, C) samples in [-1, 1].
+
+    The rest of the package uses it through ``interface.AutoregressiveModel`` (``initialize``,
+    ``objective``, ``nll_per_image``, ``subpixel_log_prob``, ``sample_images``, ...).
     """
 
     def __init__(self, nr_resnet=5, nr_filters=160, nr_logistic_mix=10,
                  resnet_nonlinearity="concat_elu", dropout_p=0.5, num_classes=None,
                  energy_distance=False, num_channels=3, seed=None, recompute=False,
-                 **kwargs):
+                 fast_ops=False, **kwargs):
         super().__init__(**kwargs)
-        self.recompute = bool(recompute)
-        if resnet_nonlinearity not in L.NONLINEARITIES:
-            raise InvalidInputError(f"resnet_nonlinearity must be one of {sorted(L.NONLINEARITIES)}, "
-                             f"got {resnet_nonlinearity!r}")
-        if num_channels not in (1, 3):
-            raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels}")
-        if energy_distance and num_channels != 3:
-            raise InvalidInputError("the energy-distance head is defined for RGB images only")
+        _check_arguments(resnet_nonlinearity, num_channels, energy_distance)
         self.nr_resnet = R = int(nr_resnet)
         self.nr_filters = F = int(nr_filters)
         self.nr_logistic_mix = int(nr_logistic_mix)
@@ -90,81 +80,64 @@ class PixelCNNPP(keras.Model):
         self.num_classes = int(num_classes) if num_classes else None
         self.energy_distance = bool(energy_distance)
         self.num_channels = int(num_channels)
+        self.recompute = bool(recompute)
+        self.fast_ops = bool(fast_ops)   # decided once, here, for every layer with a fast path
         # Dropout and energy-distance noise come from this generator so that its state can be
         # checkpointed and a resumed run draws the same masks as an uninterrupted one.
         self.rng = (tf.random.Generator.from_seed(seed) if seed is not None
                     else tf.random.Generator.from_non_deterministic_state())
 
-        # ----- the layout, written once. Layers are made in the order the original's forward
-        # pass creates its variables, so the per-kind counter reproduces its names
-        # (model/conv2d_0, model/dense_0, ...), and the weight-normed layers are recorded in
-        # that order, which is also the forward and the data-dependent init order.
-        names = _counter()
-        self._weight_normed = _Made()
-        counts = collections.Counter()
+        # ----- the layout, written once, in forward order (``weight_norm_layers``)
+        DownConv = functools.partial(L.DownShiftedConv2D, F, fast_ops=self.fast_ops)
+        DownRightConv = functools.partial(L.DownRightShiftedConv2D, F, fast_ops=self.fast_ops)
+        block = dict(nonlinearity=resnet_nonlinearity, dropout_p=dropout_p,
+                     num_classes=self.num_classes, seed_generator=self.rng,
+                     fast_ops=self.fast_ops)
+        # The u stream's blocks see rows above; the ul stream's also pixels to the left, and
+        # take a short-cut input.
+        ResU = functools.partial(L.GatedResnet, F, L.DownShiftedConv2D, **block)
+        ResUL = functools.partial(L.GatedResnet, F, L.DownRightShiftedConv2D, has_a=True, **block)
 
-        def made(layer, group=None):
-            # A layer of a list is attached as self.<group>_<i>, the name checkpoints know it
-            # by (Keras 3 keeps list attributes out of tf.train.Checkpoint's object graph,
-            # keras-team/keras#18398), in creation order.
-            if group:
-                setattr(self, f"{group}_{counts[group]}", layer)
-                counts[group] += 1
-            self._weight_normed.layers.extend(
-                layer.sublayers() if isinstance(layer, L.GatedResnet) else [layer])
-            return layer
-
-        block = dict(names=names, nonlinearity=resnet_nonlinearity, dropout_p=dropout_p,
-                     num_classes=self.num_classes, seed_generator=self.rng)
-
-        def u_block(has_a=False):    # sees rows above
-            return L.GatedResnet(F, L.DownShiftedConv2D, has_a=has_a, **block)
-
-        def ul_block():              # sees rows above and pixels to the left; a short-cut in
-            return L.GatedResnet(F, L.DownRightShiftedConv2D, has_a=True, **block)
-
-        self.u_init = made(L.DownShiftedConv2D(F, (2, 3), tf1_scope=names("conv2d")))
-        self.ul_init_down = made(L.DownShiftedConv2D(
-            F, (1, 3), tf1_scope=names("conv2d")))
-        self.ul_init_right = made(L.DownRightShiftedConv2D(
-            F, (2, 1), tf1_scope=names("conv2d")))
+        self.u_init = DownConv((2, 3))
+        self.ul_init_down = DownConv((1, 3))
+        self.ul_init_right = DownRightConv((2, 1))
         # Up pass: 3 stages (full, 1/2, 1/4 resolution) of R (u, ul) block pairs, a strided
         # (u, ul) conv pair before stages 1 and 2.
         self.up, self.downsample = [], []
         for stage in range(3):
             if stage > 0:
-                self.downsample.append((
-                    made(L.DownShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")),
-                         "downsample_u"),
-                    made(L.DownRightShiftedConv2D(F, stride=(2, 2), tf1_scope=names("conv2d")),
-                         "downsample_ul")))
-            self.up.append([(made(u_block(), "up_u"), made(ul_block(), "up_ul"))
-                            for _ in range(R)])
+                self.downsample.append(self._pair(
+                    "downsample", DownConv(stride=(2, 2)), DownRightConv(stride=(2, 2))))
+            self.up.append([self._pair("up", ResU(), ResUL()) for _ in range(R)])
         # Down pass: 3 stages (1/4, 1/2, full) of R, R+1, R+1 pairs, a transposed (u, ul)
         # conv pair before stages 1 and 2. Each block takes one short-cut from the up pass.
         self.down, self.upsample = [], []
         for stage in range(3):
             if stage > 0:
-                self.upsample.append((
-                    made(L.DownShiftedDeconv2D(F, stride=(2, 2), tf1_scope=names("deconv2d")),
-                         "upsample_u"),
-                    made(L.DownRightShiftedDeconv2D(F, stride=(2, 2),
-                                                    tf1_scope=names("deconv2d")),
-                         "upsample_ul")))
-            self.down.append([(made(u_block(has_a=True), "down_u"),
-                               made(ul_block(), "down_ul"))
+                self.upsample.append(self._pair(
+                    "upsample", L.DownShiftedDeconv2D(F, stride=(2, 2), fast_ops=self.fast_ops),
+                    L.DownRightShiftedDeconv2D(F, stride=(2, 2), fast_ops=self.fast_ops)))
+            self.down.append([self._pair("down", ResU(has_a=True), ResUL())
                               for _ in range(R if stage == 0 else R + 1)])
 
         if self.energy_distance:
-            self.ed_features = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
-            self.ed_noise = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
-            self.ed_hidden = made(L.NetworkInNetwork(64, tf1_scope=names("dense")))
-            self.ed_out = made(L.NetworkInNetwork(
-                3, init_scale=0.1, tf1_scope=names("dense")))
+            self.ed_features, self.ed_noise, self.ed_hidden = (
+                L.NetworkInNetwork(64) for _ in range(3))
+            self.ed_out = L.NetworkInNetwork(3, init_scale=0.1)
         else:
-            self.out_nin = made(L.NetworkInNetwork(
-                params_per_pixel(self.nr_logistic_mix, self.num_channels),
-                tf1_scope=names("dense")))
+            self.out_nin = L.NetworkInNetwork(
+                params_per_pixel(self.nr_logistic_mix, self.num_channels))
+
+    def _pair(self, group, u, ul):
+        """(u, ul), also attached as self.<group>_u_<i> and self.<group>_ul_<i>, i counting the
+        group's pairs: the names checkpoints know them by (Keras 3 keeps layers held in lists
+        out of tf.train.Checkpoint's object graph, keras-team/keras#18398)."""
+        i = 0
+        while hasattr(self, f"{group}_u_{i}"):
+            i += 1
+        setattr(self, f"{group}_u_{i}", u)
+        setattr(self, f"{group}_ul_{i}", ul)
+        return u, ul
 
     # ------------------------------------------------------------------ structure
     def blocks(self):
@@ -173,23 +146,21 @@ class PixelCNNPP(keras.Model):
                 for pair in stage for b in pair]
 
     def weight_norm_layers(self):
-        """Every weight-normed layer, in forward (= data-dependent init) order."""
-        return list(self._weight_normed.layers)
-
-    def tf1_variables(self):
-        """{original variable name ("model/conv2d_0/V", ...): variable}. Needs a built model."""
-        if not self.built_weights():
-            raise InvalidInputError("the model has no weights yet: call it once on a batch "
-                             "(or run model.initialize(x)) before reading its variables")
-        out = {}
-        for layer in self.weight_norm_layers():
-            out.update(layer.tf1_variables())
-        for blk in self.blocks():
-            if blk.num_classes:
-                out[f"{blk.hw_scope}/hw"] = blk.hw
-        return out
+        """Every weight-normed layer in forward order, which is the data-dependent init's
+        order and the order the original creates its variables in (``convert.py`` numbers
+        them by it)."""
+        out = [self.u_init, self.ul_init_down, self.ul_init_right]
+        for stages, resample in ((self.up, self.downsample), (self.down, self.upsample)):
+            for stage, pairs in enumerate(stages):
+                if stage > 0:
+                    out += resample[stage - 1]
+                out += [layer for pair in pairs for blk in pair for layer in blk.sublayers()]
+        if self.energy_distance:
+            return out + [self.ed_features, self.ed_noise, self.ed_hidden, self.ed_out]
+        return out + [self.out_nin]
 
     def built_weights(self):
+        """Whether the weights exist (the model was called once, or initialised)."""
         return all(getattr(l, "V", None) is not None for l in self.weight_norm_layers())
 
     # ------------------------------------------------------------------ forward
@@ -268,7 +239,7 @@ class PixelCNNPP(keras.Model):
         x = tf.tanh(tf.cast(self.ed_out(L.concat_elu(f)), tf.float32))
         return tf.stack(tf.split(x, 10, axis=0))
 
-    # ------------------------------------------------------------------ the shared interface
+    # ------------------------------------------------------ interface.AutoregressiveModel
     def objective(self, x, out):
         """The training objective summed over the batch, in nats (float32): the negative
         log-likelihood of the discretized logistic mixture (``nn.py:

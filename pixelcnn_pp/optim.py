@@ -28,11 +28,6 @@ def ema_step(avg, var, one_minus_decay):
     return avg - (avg - var) * one_minus_decay
 
 
-def _maybe_fused(step):
-    # Deviation (fast_ops): the chain of elementwise ops as one XLA-fused pass per array.
-    return fast_ops.fused(step) if fast_ops.enabled() else step
-
-
 class Adam(keras.optimizers.Optimizer):
     """Adam exactly as the original's ``nn.adam_updates`` (t = 1, 2, ...):
 
@@ -41,14 +36,17 @@ class Adam(keras.optimizers.Optimizer):
 
     ``learning_rate`` may be changed between steps (``opt.learning_rate = lr``, or
     ``opt.learning_rate.assign(lr)`` inside a tf.function), as train.py does every step.
+    ``fused``: each array's step as one XLA-fused function (``fast_ops.fused``), the same
+    formula; default False, the plain ops.
     """
 
     def __init__(self, learning_rate=1e-3, beta_1=0.95, beta_2=0.9995, epsilon=1e-8,
-                 name="pixelcnn_adam", **kwargs):
+                 fused=False, name="pixelcnn_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.fused = bool(fused)
 
     def build(self, var_list):
         if self.built:
@@ -65,7 +63,11 @@ class Adam(keras.optimizers.Optimizer):
         # 1 - β^t in float32. The two differ by ~2e-5 relative for β2 = 0.9995.
         c = lambda x: tf.constant(x, dtype)  # noqa: E731
         r = tf.convert_to_tensor
-        p_t, m_t, v_t = _maybe_fused(adam_step)(
+        step = adam_step
+        if self.fused:
+            # Deviation (fast_ops): the chain of ~10 elementwise ops as one XLA-fused pass.
+            step = fast_ops.fused(adam_step)
+        p_t, m_t, v_t = step(
             r(variable), r(m), r(v), tf.cast(gradient, dtype), tf.cast(learning_rate, dtype),
             c(self.beta_1), c(1.0 - self.beta_1), c(self.beta_2), c(1.0 - self.beta_2),
             1.0 - tf.pow(c(self.beta_1), t), 1.0 - tf.pow(c(self.beta_2), t), c(self.epsilon))
@@ -75,7 +77,8 @@ class Adam(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+                      fused=self.fused)
         return config
 
 
@@ -102,12 +105,15 @@ class PolyakAverage(tf.Module):
     ``without_counter``).
 
     ``swap()`` puts the averages into the variables (for evaluation and sampling) and back.
+    ``fused``: each array's step as one XLA-fused function (``fast_ops.fused``), the same
+    formula; default False, the plain ops.
     """
 
-    def __init__(self, variables, decay=0.9995, warmup=True, name="polyak"):
+    def __init__(self, variables, decay=0.9995, warmup=True, fused=False, name="polyak"):
         super().__init__(name=name)
         self.decay = float(decay)
         self.warmup = bool(warmup)
+        self.fused = bool(fused)
         variables = list(variables)
         # A closure, not an attribute: the model's variables are checkpointed by the model,
         # and an attribute would make every checkpoint hold them twice.
@@ -138,10 +144,14 @@ class PolyakAverage(tf.Module):
         t = tf.convert_to_tensor(self.num_updates) + 1        # this update's t (1 at the first)
         # Deviation: decay_t = min(decay, (1 + t) / (10 + t)) unless warmup=False.
         one_minus_decay = self.one_minus_decay(t)
+        step = ema_step
+        if self.fused:
+            # Deviation (fast_ops): the 3 elementwise ops as one XLA-fused pass per array.
+            step = fast_ops.fused(ema_step)
         for avg, var in zip(self.averages, self._variables()):
-            avg.assign(_maybe_fused(ema_step)(tf.convert_to_tensor(avg),
-                                 tf.cast(tf.convert_to_tensor(var), avg.dtype),
-                                 tf.cast(one_minus_decay, avg.dtype)))
+            avg.assign(step(tf.convert_to_tensor(avg),
+                            tf.cast(tf.convert_to_tensor(var), avg.dtype),
+                            tf.cast(one_minus_decay, avg.dtype)))
         self.num_updates.assign(t)
 
     def without_counter(self):

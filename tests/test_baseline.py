@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pixelcnn_pp import optim
-from pixelcnn_pp.baseline import (MaskedConv2D, PixelCNN, causal_mask, loss, sample,
-                                  softmax_log_prob, softmax_nll)
+from pixelcnn_pp.baseline import MaskedConv2D, PixelCNN, causal_mask, sample, softmax_log_prob
 from pixelcnn_pp.likelihood import bits_per_dim
 
 
@@ -200,7 +199,7 @@ def test_softmax_likelihood_normalises_given_the_rest():
         assert lp.std() > 0.5                                       # far from uniform
         assert abs(np.logaddexp.reduce(lp.astype(np.float64))) < 1e-5
         # The per-image NLL is the sum of the sub-pixel terms.
-        np.testing.assert_allclose(softmax_nll(xs, logits, sum_all=False).numpy(),
+        np.testing.assert_allclose(m.nll_per_image(xs, logits).numpy(),
                                    -softmax_log_prob(xs, logits).numpy().sum(axis=(1, 2, 3)),
                                    rtol=1e-5)
 
@@ -208,16 +207,19 @@ def test_softmax_likelihood_normalises_given_the_rest():
 def test_nll_units_and_bits_per_dim():
     x = grid_images((3, 2, 2, 3), seed=7)
     logits = tf.zeros((3, 2, 2, 3, 256))                           # uniform: 8 bits per dim
-    nats = softmax_nll(x, logits)
+    m = PixelCNN(num_layers=1, num_filters=6)                      # the likelihood needs no weights
+    nats = m.objective(x, logits)
+    assert nats.dtype == tf.float32 and nats.shape == ()
     np.testing.assert_allclose(nats.numpy(), 36 * math.log(256.0), rtol=1e-6)
     np.testing.assert_allclose(bits_per_dim(nats, 3, (2, 2, 3)), 8.0, rtol=1e-6)
-    np.testing.assert_allclose(softmax_nll(x, logits, sum_all=False).numpy(),
+    np.testing.assert_allclose(m.nll_per_image(x, logits).numpy(),
                                [12 * math.log(256.0)] * 3, rtol=1e-6)
-    assert loss(x, logits).numpy() == nats.numpy()
+    np.testing.assert_allclose(m.subpixel_log_prob(x, logits).numpy(),
+                               np.full((3, 2, 2, 3), -math.log(256.0)), rtol=1e-6)
     # Values map to labels by rounding: the label's logit is what counts.
     lg = np.zeros((1, 1, 1, 1, 256), np.float32)
     lg[..., 200] = 50.0
-    assert softmax_nll(np.full((1, 1, 1, 1), (200 - 127.5) / 127.5 + 0.003), lg) < 1e-6
+    assert m.objective(np.full((1, 1, 1, 1), (200 - 127.5) / 127.5 + 0.003), lg) < 1e-6
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -320,14 +322,14 @@ def test_training_lowers_the_loss(num_channels):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            nll = m.nll(x, m(x, training=True))
+            nll = m.objective(x, m(x, training=True))
         opt.apply_gradients(zip(tape.gradient(nll, m.trainable_weights), m.trainable_weights))
         return nll
 
-    before = float(softmax_nll(x, m(x)))
+    before = float(m.objective(x, m(x)))
     for _ in range(30):
         step()
-    after = float(softmax_nll(x, m(x)))
+    after = float(m.objective(x, m(x)))
     assert math.isfinite(after) and after < 0.5 * before, (before, after)
 
 

@@ -6,7 +6,9 @@ import tensorflow as tf
 
 import pixelcnn_pp
 from pixelcnn_pp import layers as L
-from pixelcnn_pp.convert import assign_tf1_variables, export_tf1_variables, load_tf1_checkpoint
+from pixelcnn_pp.convert import (assign_tf1_variables, export_tf1_variables, load_tf1_checkpoint,
+                                  tf1_variables)
+from pixelcnn_pp.interface import AutoregressiveModel
 
 from helpers import golden_model, one_hot, random_images, tiny_model
 
@@ -26,11 +28,11 @@ def test_after_initialize_each_layer_is_normalised_on_the_init_batch(nonlinearit
     model.initialize(x, h=h)
     captured = {}
     layers = model.weight_norm_layers()
-    for layer in layers:  # record each layer's pre-activation (pre-crop) output
-        def wrap(orig, layer=layer):
+    for i, layer in enumerate(layers):  # record each layer's pre-activation (pre-crop) output
+        def wrap(orig, name=f"{i}: {layer.name}", layer=layer):
             def _apply(v):
                 y = orig(v)
-                captured[layer.tf1_scope] = (y.numpy(), layer.init_scale)
+                captured[name] = (y.numpy(), layer.init_scale)
                 return y
             return _apply
         layer._apply = wrap(layer._apply)
@@ -90,7 +92,7 @@ def test_bad_constructor_arguments():
 def test_conditional_variables_are_named_like_the_original():
     model = tiny_model(num_classes=10)
     model(tf.zeros((1, 8, 8, 3)), h=tf.zeros((1, 10)))
-    names = model.tf1_variables()
+    names = tf1_variables(model)
     hw = sorted(n for n in names if n.endswith("/hw"))
     n_blocks = len(model.blocks())
     assert hw == sorted(f"model/conditional_weights_{i}/hw" for i in range(n_blocks))
@@ -136,6 +138,44 @@ def test_shifts():
     x = tf.reshape(tf.range(1, 7, dtype=tf.float32), (1, 2, 3, 1))
     np.testing.assert_array_equal(L.down_shift(x).numpy()[0, :, :, 0], [[0, 0, 0], [1, 2, 3]])
     np.testing.assert_array_equal(L.right_shift(x).numpy()[0, :, :, 0], [[0, 1, 2], [0, 4, 5]])
+
+
+def test_checkpoints_name_the_weights_by_the_layout(tmp_path):
+    """The keys our checkpoints have always had (a change here strands every saved run)."""
+    model = tiny_model(num_classes=2)
+    model(tf.zeros((1, 8, 8, 3)), h=tf.zeros((1, 2)))
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    keys = {k.split("/.ATTRIBUTES")[0] for k, _ in tf.train.list_variables(path)}
+    weights = {k for k in keys if k.startswith("model/")} - {"model/rng/_state_var"}
+    assert len(weights) == len(model.weights)
+    for k in ("model/u_init/V", "model/ul_init_down/g", "model/ul_init_right/b",
+              "model/up_u_0/conv1/V", "model/up_ul_2/nin_a/g", "model/up_ul_2/conv2/b",
+              "model/downsample_u_1/V", "model/downsample_ul_0/g", "model/upsample_u_0/b",
+              "model/upsample_ul_1/V", "model/down_u_0/nin_a/V", "model/down_ul_4/conv1/g",
+              "model/down_u_4/hw", "model/out_nin/V"):
+        assert k in weights, k
+    assert "model/down_u_5/conv1/V" not in weights      # 1 + 2 + 2 down blocks per stream
+
+
+def test_the_weights_are_in_forward_order():
+    """The optimiser's slots and the Polyak averages are checkpointed by their index in
+    ``trainable_variables``: this order is what every saved run holds."""
+    model = tiny_model(num_classes=2, nr_resnet=2)
+    model(tf.zeros((1, 8, 8, 3)), h=tf.zeros((1, 2)))
+    hw_before = {id(blk.conv1): blk.hw for blk in model.blocks()}  # a block's own weight first
+    want = []
+    for layer in model.weight_norm_layers():
+        want += [hw_before[id(layer)]] if id(layer) in hw_before else []
+        want += [layer.V, layer.g, layer.b]
+    assert [id(v) for v in model.trainable_variables] == [id(v) for v in want]
+    assert [id(v) for v in model.weights] == [id(v) for v in want]
+
+
+def test_both_models_declare_the_shared_interface():
+    from pixelcnn_pp.baseline import PixelCNN
+    for model in (tiny_model(), tiny_model(energy_distance=True), PixelCNN(1, 8)):
+        assert isinstance(model, AutoregressiveModel), type(model).__name__
+    assert not isinstance(L.GatedResnet(4, L.DownShiftedConv2D), AutoregressiveModel)
 
 
 def test_a_checkpoint_of_the_model_alone_restores_every_weight(tmp_path):
