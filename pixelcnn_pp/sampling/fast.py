@@ -28,18 +28,18 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from pixelcnn_pp import layers as L
-from pixelcnn_pp.sampling.fast_weights import dense, read_weights
+from pixelcnn_pp.sampling.fast_weights import Weights, dense, read_weights
 from pixelcnn_pp.sampling.noise import rows_noise, sample_pixel
 
 __all__ = ["FastSampler"]
 
 
 class Pending(NamedTuple):
-    """What one ul level's positions leave for the next position of the row: tap (1, 0) of
-    every conv applied to the current value, (B, F) or (B, 2F). ``first``: that of the
-    level's first layer (ul_init's right-shifted conv on the pixel at full resolution, the
-    stride-2 conv below it), set by the finer level; ``up``, ``down``: per gated resnet of
-    each pass, (conv1's, conv2's)."""
+    """What a ul level's position leaves for its next position: tap (1, 0) of every conv
+    applied to the current value. ``first`` (B, F): of the level's first layer (at full
+    resolution ul_init's right-shifted conv, applied to the pixel; below it the stride-2 conv
+    from the finer level, applied by that level); ``up``, ``down``: per gated resnet of each
+    pass, (conv1's (B, F), conv2's (B, 2F))."""
     first: tf.Tensor
     up: list
     down: list
@@ -54,7 +54,7 @@ class _Loop(NamedTuple):
     g: tf.Tensor
     packed: list
     ul_us: list
-    w: object
+    w: Weights
     pend: list
     tas: list
     carry: dict
@@ -68,9 +68,9 @@ def _shift_right(x):
 class FastSampler:
     """Cached exact sampling of B images of H x W. See the module docstring for the schedule.
 
-    Levels 0 .. L-1 are the resolutions 1, 1/2, 1/4, ... Row i is computed by ``_row`` for
+    Levels 0 .. n_levels-1 are the resolutions 1, 1/2, 1/4. Row i is computed by ``_row`` for
     the number n of levels that get a new row on it: the row-level part, then a loop over the
-    columns, G = 2**(L-1) at a time (one position of the coarsest level per step), then the
+    columns, G = 2**(n_levels-1) at a time (one position of the coarsest level per step), then the
     caches for the next row. One compiled call runs G rows (a call's overhead grows with the
     hundreds of cached tensors it carries).
 
@@ -88,22 +88,22 @@ class FastSampler:
         self.nl = L.NONLINEARITIES[model.resnet_nonlinearity]
         self.Fn = 2 * self.F if model.resnet_nonlinearity == "concat_elu" else self.F  # nl(u)
         # The layout, per level (full resolution first): gated resnets of the up and down pass.
-        self.L = len(model.up)
+        self.n_levels = len(model.up)
         self.n_up = [len(stage) for stage in model.up]
         self.n_down = [len(stage) for stage in reversed(model.down)]
         # The down pass pops the short-cuts its level's up pass pushed (its first layer's
         # output and every block's), but for the coarsest level's last, its starting point.
-        assert all(d == u + (l < self.L - 1) for l, (u, d) in
+        assert all(d == u + (l < self.n_levels - 1) for l, (u, d) in
                    enumerate(zip(self.n_up, self.n_down))), (self.n_up, self.n_down)
-        self.G = 2 ** (self.L - 1)
+        self.G = 2 ** (self.n_levels - 1)
         assert H % self.G == 0 and W % self.G == 0, (H, W, self.G)
-        self.widths = [W >> l for l in range(self.L)]
+        self.widths = [W >> l for l in range(self.n_levels)]
         self._rows = tf.function(self._row_group, autograph=False)
         # One loop function per kind of row (how many levels get a new row), which may be
         # compiled with XLA.
         self._loops = {n: tf.function(lambda *a, n=n: self._pixel_loop(n, *a),
                                       jit_compile=jit, autograph=False)
-                       for n in range(1, self.L + 1)}
+                       for n in range(1, self.n_levels + 1)}
 
     @property
     def model(self):
@@ -138,7 +138,7 @@ class FastSampler:
     def _levels_on_row(self, i):
         """How many levels get a new row on row i: level l does on multiples of 2**l."""
         n = 1
-        while n < self.L and i % 2 ** n == 0:
+        while n < self.n_levels and i % 2 ** n == 0:
             n += 1
         return n
 
@@ -155,7 +155,7 @@ class FastSampler:
         B, F, Fn, dt, Wd = self.B, self.F, self.Fn, self.dtype, self.widths
         z = lambda l, c: tf.zeros((B, Wd[l], c), dt)
         pairs = lambda l, n: [(z(l, Fn), z(l, Fn)) for _ in range(n)]
-        coarser = range(self.L - 1)        # levels that have a coarser one
+        coarser = range(self.n_levels - 1)        # levels that have a coarser one
         return {
             "image": tf.zeros((B, self.H, self.W, self.C)),
             "u_up": [pairs(l, n) for l, n in enumerate(self.n_up)],
@@ -192,7 +192,7 @@ class FastSampler:
         B, F, Fn = self.B, self.F, self.Fn
         records = tf.transpose(records, [1, 0, 2])                           # (B, W_l, S)
         n_recs = 2 * (self.n_up[l] + self.n_down[l])
-        has_ds, has_us = l == n - 1 and n < self.L, l > 0
+        has_ds, has_us = l == n - 1 and n < self.n_levels, l > 0
         parts = tf.split(records, [Fn] * n_recs + [F] * has_ds + [2 * F] * has_us, axis=-1)
         recs = list(zip(parts[0:n_recs:2], parts[1:n_recs:2]))
         new["ul_up"][l], new["ul_down"][l] = recs[:self.n_up[l]], recs[self.n_up[l]:]
@@ -273,13 +273,14 @@ class FastSampler:
                 prevs.append(p)
             u_up.append(rows)
             new["u_up"][l] = prevs
-            if l < self.L - 1:
+            if l < self.n_levels - 1:
                 new["u_ds"][l] = rows[-1]
         for l in reversed(range(n)):
             lw = w.levels[l]
-            if l == self.L - 1:          # the coarsest starts from its up pass's last row
+            if l == self.n_levels - 1:   # the coarsest starts from its up pass's last row
                 u, shortcuts = u_up[l][-1], u_up[l][:-1]
-            else:   # the transposed conv's first row when the coarser level has a new row
+            else:   # the transposed conv's first row if the coarser level has a new row,
+                    # else its second, kept from the row before
                 u, shortcuts = new["u_us"][l][:, 0 if l + 1 < n else 1], u_up[l]
             rows, prevs = [], []
             for k, wb in enumerate(lw.down_u):
@@ -306,6 +307,8 @@ class FastSampler:
                    + _shift_right(dense(prev, (wi.r_top, wi.br)))]
         else:
             out = [self._top_conv(st["ul_ds"][l - 1], lw.ds_ul.top, 2) + lw.ds_ul.b]
+        # The u stream's short-cuts: an up block's is the u block's output beside it; of a
+        # down block's, concat([u, ul]), the u part (the ul part is added per position).
         blocks = [(wb, prev, dense(nl(u_up[l][k + 1]), wb.a))
                   for k, (wb, prev) in enumerate(zip(lw.up_ul, st["ul_up"][l]))]
         blocks += [(wb, prev, dense(nl(u_down[l][k]), wb.a_u))
@@ -383,7 +386,7 @@ class FastSampler:
             start = self._step(l + 1, s, tf.matmul(lst[-1], ds.k11), loop)
         elif coarser:            # the right pixel of the block emitted on the last step
             start = loop.carry[l]
-        elif l == self.L - 1:    # the coarsest level starts from its up pass's last output
+        elif l == self.n_levels - 1:    # the coarsest level starts from its up pass's last output
             start = lst[-1]
         else:                    # the coarser level emitted this row's block on the row before
             start = tf.gather(loop.ul_us[l], c)
@@ -391,7 +394,7 @@ class FastSampler:
                                                  p.down)
         loop.pend[l] = loop.pend[l]._replace(up=up_pend, down=down_pend)
         recs += down_recs
-        if l == n - 1 and n < self.L:
+        if l == n - 1 and n < self.n_levels:
             recs.append(lst[-1])
         if l > 0:
             block = dense(ul, lw.us_ul)                      # (B, 4F): the 2x2 block
