@@ -195,6 +195,8 @@ def test_argument_errors():
         sample(model, 3, (8, 12, 3), h=labels(3, 3), method="quick")
     with pytest.raises(UsageError, match="unconditional"):
         sample(tiny("concat_elu", None, shape=(16, 16)), 2, (16, 16, 3), h=labels(2, 3))
+    with pytest.raises(InvalidInputError, match="seed"):
+        sample(model, 3, (8, 12, 3), h=labels(3, 3), seed=1.5)
     with pytest.raises(InvalidInputError, match="batch_size"):
         sample(model, 0, (8, 12, 3), h=np.zeros((0, 3)))
     unbuilt = PixelCNNPP(nr_resnet=1, nr_filters=4, nr_logistic_mix=2)

@@ -60,7 +60,7 @@ def sample(model, batch_size, image_shape=(32, 32, 3), h=None, seed=0, method="f
       see ``pixelcnn_pp.plotting.images_to_uint8``). An energy-distance model samples each
       pixel through its own head (the first of its ten samples, as the original).
     """
-    H, W, C = _check_args(model, batch_size, image_shape, h, method)
+    H, W, C = _check_args(model, batch_size, image_shape, h, method, seed)
     return _draw(model, tf.zeros((int(batch_size), H, W, C)), 0, h, seed, method, averages,
                  jit_compile, progress)
 
@@ -92,12 +92,13 @@ def complete(model, images, num_given, h=None, seed=0, method="fast", averages=N
       float32 numpy array (B, H, W, C): the given pixels bitwise, the drawn ones in [-1, 1],
       not rounded to 8 bits.
     """
-    images, num_given = _check_completion_args(model, images, num_given, h, method)
+    images, num_given = _check_completion_args(model, images, num_given, h, method,
+                                               seed)
     return _draw(model, tf.constant(images), num_given, h, seed, method, averages,
                  jit_compile, progress)
 
 
-def _check_completion_args(model, images, num_given, h, method):
+def _check_completion_args(model, images, num_given, h, method, seed):
     """(images as float32 numpy (B, H, W, C), num_given as int), or a UsageError /
     InvalidInputError saying what is wrong."""
     images = np.asarray(images)
@@ -112,7 +113,7 @@ def _check_completion_args(model, images, num_given, h, method):
                                 f"images have {images.shape[-1]} channels (shape "
                                 f"{images.shape})")
     B, H, W, C = images.shape
-    _check_args(model, B, (H, W, C), h, method)
+    _check_args(model, B, (H, W, C), h, method, seed)
     if not _is_int(num_given):
         raise UsageError(f"num_given must be an int (pixels kept, raster order); got "
                          f"{num_given!r}")
@@ -133,7 +134,7 @@ def _is_int(v):
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _check_args(model, batch_size, image_shape, h, method):
+def _check_args(model, batch_size, image_shape, h, method, seed):
     """(H, W, C) of image_shape, or a UsageError (arguments that do not go together) /
     InvalidInputError (a shape or value the sampler cannot use) saying what to do."""
     if method not in METHODS:
@@ -146,6 +147,8 @@ def _check_args(model, batch_size, image_shape, h, method):
                          "a batch, before sampling")
     if not _is_int(batch_size) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not _is_int(seed):
+        raise InvalidInputError(f"seed must be an int, got {seed!r}")
     if len(image_shape) != 3:
         raise InvalidInputError(f"image_shape must be (H, W, C), got {image_shape}")
     H, W, C = (int(s) for s in image_shape)
