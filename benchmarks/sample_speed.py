@@ -30,6 +30,7 @@ from model_flags import define_model_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pixelcnn_pp import sampling  # noqa: E402
+from pixelcnn_pp.sampling.fast_weights import read_weights  # noqa: E402
 from pixelcnn_pp.model import PixelCNNPP  # noqa: E402
 from pixelcnn_pp.training import PRECISIONS  # noqa: E402
 
@@ -109,29 +110,24 @@ def _profile(model, B, size, jit):
     """Time per row kind: the whole row, and its row-level part alone (each compiled alone,
     so the sum is a little above the real run, which compiles four rows at a time)."""
     fs = sampling._get_sampler(model, "fast", B, size, size, False, jit)
-    w = fs._weights(None)
+    w = read_weights(model, None, fs.dtype)
     st = fs._initial_state()
     noise = [n[0] for n in sampling.rows_noise(tf.constant(0, tf.int64), tf.constant(5), 1,
                                                 size, B, fs.M, 3, False)]
 
-    def row_level(t, st, w, i):
-        new = {k: list(v) if isinstance(v, list) else v for k, v in st.items()}
-        xp = fs._image_rows_above(st["image"], i)
-        levels, u_up, u_down = fs._u_rows(t, st, w, new, xp, i)
-        return [tf.concat(fs._ul_above(l, st, w, u_up, u_down, xp, i), -1) for l in levels]
-
-    # Row kinds: i mod 4 = 0 (all three levels), odd (full resolution only), 2 (two levels).
+    # Row kinds: i mod 4 = 0 (all three levels), odd (full resolution only), 2 (two levels),
+    # by the number of levels that get a new row.
     out = {"row_kinds": ["i%4==0", "i odd", "i%4==2"], "row_s": [], "row_level_s": []}
     i = tf.constant(5)
     given, no_given = tf.zeros((B, size, size, 3)), tf.constant(0)   # nothing given: sampling
     rows = []
-    for t in range(3):
-        row = tf.function(lambda st, w, i, n, t=t: fs._row(t, st, w, i, n, given, no_given),
+    for n in (3, 1, 2):
+        row = tf.function(lambda st, w, i, nz, n=n: fs._row(n, st, w, i, nz, given, no_given),
                           autograph=False)
         row(st, w, i, noise)
         out["row_s"].append(_best(lambda: row(st, w, i, noise), 3))
         rows.append(row)
-        f = tf.function(lambda st, w, i, t=t: row_level(t, st, w, i), autograph=False)
+        f = tf.function(lambda st, w, i, n=n: fs._row_above(n, st, w, i)[1], autograph=False)
         f(st, w, i)
         out["row_level_s"].append(_best(lambda: f(st, w, i), 3))
     per4 = lambda t: t[0] + 2 * t[1] + t[2]
@@ -144,8 +140,9 @@ def _profile(model, B, size, jit):
     if bodies:
         nodes = [n for n in bodies[0].node_def if n.op not in ("Const", "Identity", "NoOp")]
         out["ops_per_step_odd_row"] = len(nodes) / 4.0
-    F, R, Fn = fs.F, fs.R, fs.Fn
-    macs = (2 * R + 1) * (Fn * F + Fn * 2 * F) * 2 + (R + 1) * Fn * F   # 2 taps in matmuls
+    F, Fn, n_up, n_down = fs.F, fs.Fn, fs.n_up[0], fs.n_down[0]
+    macs = ((n_up + n_down) * (Fn * F + Fn * 2 * F) * 2     # 2 taps in matmuls
+            + n_down * Fn * F)                              # the down pass's short-cuts
     out["matmul_gflop_per_step_odd_row"] = 2.0 * B * macs / 1e9
     out["pixel_loop_s_per_step"] = out["pixel_loop_total_s"] / (size * size)
     return out

@@ -6,13 +6,16 @@ computes the same functions of the same sampled pixels in another order, so the 
 agree to float round-off, and exactly once mapped to 8 bits.
 """
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from pixelcnn_pp import likelihood, plotting
+from pixelcnn_pp import likelihood, plotting, sampling
+from pixelcnn_pp.errors import InvalidInputError, UsageError
 from pixelcnn_pp.model import PixelCNNPP
 from pixelcnn_pp.optim import PolyakAverage
 from pixelcnn_pp.sampling import position_noise, sample
@@ -21,11 +24,11 @@ _MODELS = {}
 
 
 def tiny(nonlinearity="concat_elu", num_classes=None, energy_distance=False, channels=3,
-         shape=(8, 12)):
+         shape=(8, 12), nr_resnet=1):
     """A tiny data-initialised model, built once per configuration for the whole module."""
-    key = (nonlinearity, num_classes, energy_distance, channels, shape)
+    key = (nonlinearity, num_classes, energy_distance, channels, shape, nr_resnet)
     if key not in _MODELS:
-        model = PixelCNNPP(nr_resnet=1, nr_filters=8, nr_logistic_mix=2,
+        model = PixelCNNPP(nr_resnet=nr_resnet, nr_filters=8, nr_logistic_mix=2,
                            resnet_nonlinearity=nonlinearity, dropout_p=0.0,
                            num_classes=num_classes, energy_distance=energy_distance,
                            num_channels=channels, seed=0)
@@ -76,6 +79,34 @@ def test_fast_equals_naive(nonlinearity, num_classes, shape, batch_size):
     assert fast.min() >= -1.0 and fast.max() <= 1.0
     # Not a degenerate sampler: pixels vary across the image.
     assert np.unique(plotting.images_to_uint8(fast)).size > 10
+
+
+@pytest.mark.parametrize("nr_resnet", [1, 2, 3])
+def test_fast_equals_naive_whatever_the_number_of_blocks(nr_resnet):
+    """The fast sampler reads the layout (blocks per stage, R up and R, R+1, R+1 down) from
+    the model."""
+    model = tiny(nr_resnet=nr_resnet, shape=(8, 8))
+    naive = sample(model, 2, (8, 8, 3), seed=4, method="naive")
+    fast = sample(model, 2, (8, 8, 3), seed=4, method="fast")
+    assert_same_images(naive, fast)
+
+
+def test_samplers_are_cached_per_model_and_die_with_it():
+    """A second call with the same shapes reuses the traced functions; the cache holds the
+    model weakly."""
+    model = PixelCNNPP(nr_resnet=1, nr_filters=4, nr_logistic_mix=2, dropout_p=0.0, seed=0)
+    model.initialize(tf.random.stateless_uniform((2, 4, 4, 3), (1, 2), -1.0, 1.0),
+                     training=False)
+    a = sample(model, 1, (4, 4, 3), seed=1)
+    b = sample(model, 1, (4, 4, 3), seed=2)
+    assert not np.array_equal(a, b)
+    assert len(sampling._SAMPLERS[model]) == 1
+    sampler = sampling._get_sampler(model, "fast", 1, 4, 4, False, False)
+    assert sampler._rows.experimental_get_tracing_count() == 1
+    gone = weakref.ref(model)
+    del model, sampler
+    gc.collect()
+    assert gone() is None
 
 
 def test_conditional_samples_depend_on_labels():
@@ -152,21 +183,27 @@ def test_position_noise():
 
 def test_argument_errors():
     model = tiny("elu", 3)
-    with pytest.raises(ValueError, match="class-conditional"):
+    with pytest.raises(UsageError, match="class-conditional"):
         sample(model, 2, (8, 12, 3))
-    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+    with pytest.raises(InvalidInputError, match=r"\(2, 3\)"):
         sample(model, 2, (8, 12, 3), h=labels(3, 3))
-    with pytest.raises(ValueError, match="multiples of 4"):
+    with pytest.raises(InvalidInputError, match="multiples of 4"):
         sample(model, 3, (8, 10, 3), h=labels(3, 3))
-    with pytest.raises(ValueError, match="3-channel"):
+    with pytest.raises(InvalidInputError, match="3-channel"):
         sample(model, 3, (8, 12, 1), h=labels(3, 3))
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(UsageError, match="method"):
         sample(model, 3, (8, 12, 3), h=labels(3, 3), method="quick")
-    with pytest.raises(ValueError, match="unconditional"):
+    with pytest.raises(UsageError, match="unconditional"):
         sample(tiny("concat_elu", None, shape=(16, 16)), 2, (16, 16, 3), h=labels(2, 3))
+    with pytest.raises(InvalidInputError, match="seed"):
+        sample(model, 3, (8, 12, 3), h=labels(3, 3), seed=1.5)
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        sample(model, 0, (8, 12, 3), h=np.zeros((0, 3)))
     unbuilt = PixelCNNPP(nr_resnet=1, nr_filters=4, nr_logistic_mix=2)
-    with pytest.raises(ValueError, match="no weights"):
+    with pytest.raises(UsageError, match="no weights"):
         sample(unbuilt, 1, (8, 8, 3))
+    with pytest.raises(UsageError, match="baseline"):
+        sample(object(), 1, (8, 8, 3))
 
 
 # ---------------------------------------------------------------------------- pixel sampler
