@@ -73,7 +73,8 @@ def _cpu_name():
 
 def _model(size):
     model = PixelCNNPP(nr_resnet=FLAGS.nr_resnet, nr_filters=FLAGS.nr_filters,
-                       nr_logistic_mix=FLAGS.nr_logistic_mix, dropout_p=0.0, seed=0)
+                       nr_logistic_mix=FLAGS.nr_logistic_mix, dropout_p=0.0, seed=0,
+                       fast_ops=FLAGS.fast_ops)
     x = tf.random.stateless_uniform((4, size, size, 3), (1, 2), -1.0, 1.0)
     model.initialize(x, training=False)
     return model
@@ -150,8 +151,6 @@ def _profile(model, B, size, jit):
 
 def main(argv):
     del argv
-    from pixelcnn_pp import fast_ops
-    fast_ops.enable(FLAGS.fast_ops)
     if FLAGS.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(FLAGS.precision)   # before the model is built

@@ -34,12 +34,12 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from pixelcnn_pp import PixelCNNPP, fast_ops, scoring
-    fast_ops.enable(F.fast_ops)
+    from pixelcnn_pp import PixelCNNPP, scoring
     rng = np.random.RandomState(0)
     shape = (F.image_size, F.image_size, 3)
     images = rng.randint(0, 256, (F.images,) + shape).astype(np.uint8)
-    model = PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix, dropout_p=0.5, seed=0)
+    model = PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix, dropout_p=0.5, seed=0,
+                       fast_ops=F.fast_ops)
     model.initialize(tf.constant((images[:F.batch_size] - 127.5) / 127.5, tf.float32))
     t = time.perf_counter()
     scoring.score_images(model, images[:F.batch_size], batch_size=F.batch_size)

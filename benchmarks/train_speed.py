@@ -182,13 +182,14 @@ def main(argv):
     rss_start = _rss_mb()
     with strategy.scope():
         model = PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
-                           dropout_p=F.dropout_p, seed=0, recompute=F.recompute)
+                           dropout_p=F.dropout_p, seed=0, recompute=F.recompute,
+                           fast_ops=True)   # as train.py runs
         model.initialize(scale_images(pool[0][:F.batch_size]))
-        optimizer = Adam(learning_rate=1e-3)
+        optimizer = Adam(learning_rate=1e-3, fused=True)
         if F.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-        averages = PolyakAverage(model.trainable_variables)
+        averages = PolyakAverage(model.trainable_variables, fused=True)
     rss_model = _rss_mb()
     train_step, eval_step = make_steps(strategy, model, optimizer, averages,
                                        discretized_mix_logistic_loss, None,

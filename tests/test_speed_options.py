@@ -59,11 +59,9 @@ def test_recompute_gives_the_plain_gradients_with_dropout():
 def initial_values(cfg, where):
     """The weights a run of ``cfg`` starts from: its setup and data-dependent init (the first
     two phases of training.train), written to ``where`` and read back by checkpoint name."""
-    from pixelcnn_pp import fast_ops
     from pixelcnn_pp.training import resume_or_initialise, setup
-    with fast_ops.use(cfg.fast_ops):
-        run = setup(dataclasses.replace(cfg, save_dir=str(where)))
-        resume_or_initialise(run)
+    run = setup(dataclasses.replace(cfg, save_dir=str(where)))
+    resume_or_initialise(run)
     path = run.checkpoint.write(str(where / "initial"))
     reader = tf.train.load_checkpoint(path)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(path)
@@ -132,9 +130,9 @@ def test_mixed_bfloat16_model_keeps_float32_weights_loss_and_init(bf16_policy):
     # The data-dependent init computes its statistics in float32 from bf16 activations: the
     # scales and biases it sets are the float32 model's to bf16 accuracy.
     for a, b in zip(model.weight_norm_layers(), ref.weight_norm_layers()):
-        np.testing.assert_allclose(a.g.numpy(), b.g.numpy(), rtol=0.05, err_msg=a.tf1_scope)
+        np.testing.assert_allclose(a.g.numpy(), b.g.numpy(), rtol=0.05, err_msg=a.name)
         np.testing.assert_allclose(a.b.numpy(), b.b.numpy(), rtol=0.05, atol=0.05,
-                                   err_msg=a.tf1_scope)
+                                   err_msg=a.name)
     # Its loss is the float32 model's to bf16 accuracy, and its gradients are finite float32.
     l32 = float(discretized_mix_logistic_loss(x, ref(x)))
     l16 = float(discretized_mix_logistic_loss(x, model(x)))

@@ -194,7 +194,7 @@ def setup(cfg, log=None, progress=None):
     resume_path = _checkpoint_to_resume(cfg, model_config, chief)
 
     with strategy.scope():
-        model = model_config.build(seed=cfg.seed, fast_ops=cfg.fast_ops)
+        model = ckpt_lib.build_model(model_config, seed=cfg.seed, fast_ops=cfg.fast_ops)
         if cfg.recompute:
             model.recompute = True
         optimizer = Adam(learning_rate=cfg.learning_rate, fused=cfg.fast_ops)
