@@ -13,7 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from pixelcnn_pp import checkpoint as ckpt_lib
-from pixelcnn_pp import scoring
+from pixelcnn_pp import plotting, scoring
 from pixelcnn_pp.cli import ProgressBar, RunError, UsageError
 from pixelcnn_pp.config import ModelConfig
 
@@ -215,5 +215,5 @@ def _write_heatmaps(r, model, config, s, sc, labels, key):
     os.makedirs(r.heatmaps, exist_ok=True)
     prefix = "heatmap_" if key == "in" else "heatmap_out_"
     for i in range(k):
-        img = scoring.heatmap_image(s["images"][i], bits[i], sc["bits_per_dim"][i])
+        img = plotting.heatmap_image(s["images"][i], bits[i], sc["bits_per_dim"][i])
         iio.imwrite(os.path.join(r.heatmaps, f"{prefix}{i:05d}.png"), img)

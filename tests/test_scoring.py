@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import pixelcnn_pp
-from pixelcnn_pp import scoring
+from pixelcnn_pp import plotting, scoring
 from pixelcnn_pp.likelihood import discretized_mix_logistic_log_prob, subpixel_log_prob
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -475,8 +475,8 @@ def test_score_py_end_to_end(trained_run):
     names = sorted(os.listdir(hm))
     assert names == ["heatmap_00000.png", "heatmap_00001.png", "heatmap_out_00000.png",
                      "heatmap_out_00001.png"]
-    want = scoring.heatmap_image(np.zeros((32, 32, 3), np.uint8),
-                                 np.arange(1024.0).reshape(32, 32), 1.0).shape
+    want = plotting.heatmap_image(np.zeros((32, 32, 3), np.uint8),
+                                  np.arange(1024.0).reshape(32, 32), 1.0).shape
     for n in names:
         im = iio.imread(hm / n)
         assert im.shape == want and im.dtype == np.uint8
