@@ -18,7 +18,8 @@ import os
 import imageio.v2 as imageio
 import numpy as np
 
-from pixelcnn_pp import plotting, sample_files, sampling
+from pixelcnn_pp import plotting, sampling
+from pixelcnn_pp.batches import batch_seed, run_in_batches, sample_labels
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["IMAGE_EXTENSIONS", "FILL", "load_images", "to_model_range", "kept_part",
@@ -141,8 +142,8 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     source: a path for ``load_images`` (its images must have ``image_shape``). given_rows:
     the top rows kept (default: half of them, H // 2). The N · num_samples completions are
     drawn in batches of ``batch_size`` (completion s of image n is number n · num_samples +
-    s; the last batch is filled up and cut), batch b with ``sample_files.batch_seed(seed, b)``,
-    as sample.py's samples. labels: as ``sample_files.sample_labels``, one per image (all its
+    s; the last batch is filled up and cut), batch b with ``batches.batch_seed(seed, b)``,
+    as sample.py's samples. labels: as ``batches.sample_labels``, one per image (all its
     completions share it).
 
     Writes ``out`` (a PNG grid, ``completion_grid`` of the first 100 images) and ``out``
@@ -168,7 +169,7 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     originals = load_images(source, (H, W, C))
     N, S = len(originals), int(num_samples)
     num_classes = getattr(model, "num_classes", None)
-    y = sample_files.sample_labels(labels, N, num_classes)
+    y = sample_labels(labels, N, num_classes)
     completions = _complete_in_batches(model, originals, S, batch_size, given_rows * W, y,
                                        seed, method, jit_compile, progress)
     _write(out, originals, completions, given_rows * W, y, seed)
@@ -178,22 +179,19 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
 def _complete_in_batches(model, originals, num_samples, batch_size, num_given, y, seed,
                          method, jit_compile, progress):
     """uint8 completions (N, num_samples, H, W, C): the N · num_samples completions in
-    batches, batch b seeded with batch_seed(seed, b)."""
+    batches (``batches.run_in_batches``), batch b seeded with batch_seed(seed, b)."""
     N, H = len(originals), originals.shape[1]
     source = np.repeat(np.arange(N), num_samples)          # the image of every completion
-    batches = -(-len(source) // batch_size)
-    chunks = []
-    for b in range(batches):
-        idx = np.resize(source[b * batch_size:(b + 1) * batch_size], batch_size)
-        h = None if y is None else np.eye(model.num_classes, dtype=np.float32)[y[idx]]
-        report = None if progress is None else (
-            lambda r, _, b=b: progress(b * H + r, batches * H))
-        chunks.append(sampling.complete(model, to_model_range(originals[idx]), num_given,
-                                        h=h, seed=sample_files.batch_seed(seed, b),
-                                        method=method, jit_compile=jit_compile,
-                                        progress=report))
-    x = plotting.images_to_uint8(np.concatenate(chunks)[:len(source)])
-    return x.reshape((N, num_samples) + originals.shape[1:])
+
+    def draw(idx, b, report):
+        image = source[idx]
+        h = None if y is None else np.eye(model.num_classes, dtype=np.float32)[y[image]]
+        return sampling.complete(model, to_model_range(originals[image]), num_given, h=h,
+                                 seed=batch_seed(seed, b), method=method,
+                                 jit_compile=jit_compile, progress=report)
+
+    x = run_in_batches(draw, len(source), batch_size, progress, steps_per_batch=H)
+    return plotting.images_to_uint8(x).reshape((N, num_samples) + originals.shape[1:])
 
 
 def _write(out, originals, completions, num_given, y, seed):

@@ -25,14 +25,14 @@ import imageio.v3 as iio
 import numpy as np
 import tensorflow as tf
 
-from pixelcnn_pp import fast_ops
-from pixelcnn_pp.likelihood import bits_per_dim, scale_images
+from pixelcnn_pp.batches import run_in_batches
 from pixelcnn_pp.errors import InvalidInputError
+from pixelcnn_pp.likelihood import bits_per_dim, scale_images
 
 __all__ = ["score_images", "mutate_inputs", "subpixel_nll", "input_complexity", "png_bytes",
            "auroc"]
 
-# model -> {fast_ops switch when traced -> its traced scoring functions}
+# model -> its traced scoring functions (what they compute is fixed when the model is built)
 _FUNCTIONS = weakref.WeakKeyDictionary()
 
 
@@ -40,11 +40,10 @@ def _functions(model):
     """{"nll": (x uint8, h) -> (B,) nats, "subpixel": (x uint8, h) -> (B, H, W, C) log p},
     through the interface PixelCNNPP and the PixelCNN baseline share."""
     if getattr(model, "energy_distance", False):
-        raise InvalidInputError("an energy-distance model has no likelihood to score images with: "
-                         "score with a model trained on the likelihood")
-    traced = _FUNCTIONS.setdefault(model, {})
-    if fast_ops.enabled() in traced:
-        return traced[fast_ops.enabled()]
+        raise InvalidInputError("an energy-distance model has no likelihood to score images "
+                                "with: score with a model trained on the likelihood")
+    if model in _FUNCTIONS:
+        return _FUNCTIONS[model]
 
     @tf.function(autograph=False)
     def nll(x, h):
@@ -56,8 +55,8 @@ def _functions(model):
         x = scale_images(x)
         return model.subpixel_log_prob(x, model(x, h=h, training=False))
 
-    traced[fast_ops.enabled()] = {"nll": nll, "subpixel": subpixel}
-    return traced[fast_ops.enabled()]
+    _FUNCTIONS[model] = {"nll": nll, "subpixel": subpixel}
+    return _FUNCTIONS[model]
 
 
 def _check_images(model, images, labels):
@@ -88,33 +87,22 @@ def _check_images(model, images, labels):
 
 
 def _batched(model, name, images, labels, batch_size, progress=None):
-    """Run the model's function ``name`` over images in batches of batch_size (the last one
-    padded with copies of its last image, the padding dropped); concatenated numpy output."""
+    """Run the model's function ``name`` over images in batches of batch_size
+    (``batches.run_in_batches``: the last one filled up, the extra outputs dropped);
+    concatenated numpy output."""
     if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
         raise InvalidInputError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     images, labels = _check_images(model, images, labels)
     fn = _functions(model)[name]
     k = model.num_classes
-    n = len(images)
-    b = min(batch_size, max(n, 1))
-    out = []
-    for start in range(0, n, b):
-        x = images[start:start + b]
-        m = len(x)
-        pad = b - m
-        if pad:
-            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-        h = None
-        if k:
-            y = labels[start:start + b]
-            y = np.concatenate([y, np.repeat(y[-1:], pad)]) if pad else y
-            h = tf.one_hot(y, k)
-        out.append(np.asarray(fn(tf.constant(x), h))[:m])
-        if progress is not None:
-            progress(start + m, n)
-    if not out:
+    if not len(images):
         return np.zeros((0,) + images.shape[1:] if name == "subpixel" else (0,), np.float32)
-    return np.concatenate(out)
+
+    def run(idx, b, report):
+        h = tf.one_hot(labels[idx], k) if k else None
+        return fn(tf.constant(images[idx]), h)
+
+    return run_in_batches(run, len(images), min(batch_size, len(images)), progress)
 
 
 def score_images(model, images, labels=None, batch_size=16, background=None, progress=None):
