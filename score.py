@@ -9,8 +9,9 @@ out-of-distribution set too, with AUROCs (docs/SCORING.md).
 
 The model is loaded with its Polyak-averaged weights (``--raw``: the trained ones), as
 evaluation does. One CSV row per image; with --ood_* the rows of both sets, a ``set`` column
-telling them apart (in / out), and a last line of JSON with the AUROCs. This file parses
-flags; ``pixelcnn_pp.score_files.score_to_files`` does the rest.
+telling them apart (in / out), a line of the AUROCs with the number of images of each set
+behind them, and a last line of JSON with the same. This file parses flags;
+``pixelcnn_pp.score_files.score_to_files`` does the rest.
 """
 
 import os
@@ -41,7 +42,10 @@ flags.DEFINE_boolean("input_complexity", False, "Add the PNG input complexity an
                      "bits_per_dim - input_complexity")
 flags.DEFINE_string("ood_data_set", None, "A second (out-of-distribution) data set to score")
 flags.DEFINE_string("ood_data_dir", None, "Location of --ood_data_set")
-flags.DEFINE_enum("ood_subset", "test", ["test", "train"], "Which split of --ood_data_set")
+flags.DEFINE_enum("ood_subset", "all", ["all", "test", "train"], "Which images of "
+                  "--ood_data_set: all (its train split then its test split, so a folder is "
+                  "scored whole; a loader serving the same images for both gives them once), "
+                  "or one split")
 flags.DEFINE_string("heatmaps", None, "Folder for PNGs of the first --num_heatmaps images of "
                     "each set beside their per-pixel NLL maps in bits")
 flags.DEFINE_integer("num_heatmaps", 16, "How many heatmaps per set")

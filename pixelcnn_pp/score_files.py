@@ -14,16 +14,22 @@ import numpy as np
 
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp import plotting, scoring
-from pixelcnn_pp.cli import ProgressBar, RunError, UsageError
+from pixelcnn_pp.cli import ProgressBar, UsageError
 from pixelcnn_pp.config import ModelConfig
 
 __all__ = ["ScoreRequest", "score_to_files"]
+
+# The CSV's score columns, in order, and the sign that makes each an out-score for AUROCs
+# (higher = more likely out): the likelihood ratio is high for in-distribution images.
+_SCORES = {"nll_nats": None, "bits_per_dim": 1.0, "llr": -1.0, "input_complexity": None,
+          "ic_score": 1.0}
 
 
 @dataclasses.dataclass
 class ScoreRequest:
     """score.py's flags (docs/SCORING.md): the model (``save_dir``, or ``tf1_checkpoint`` with
-    ``tf1_model``, ModelConfig arguments), the sets and what to write."""
+    ``tf1_model``, ModelConfig arguments), the sets and what to write. A subset is "train",
+    "test" or "all" (both splits, each image once: ``_load_set``)."""
     save_dir: Optional[str] = None
     tf1_checkpoint: Optional[str] = None
     tf1_model: dict = dataclasses.field(default_factory=dict)
@@ -39,7 +45,7 @@ class ScoreRequest:
     input_complexity: bool = False
     ood_data_set: Optional[str] = None
     ood_data_dir: Optional[str] = None
-    ood_subset: str = "test"
+    ood_subset: str = "all"
     heatmaps: Optional[str] = None
     num_heatmaps: int = 16
 
@@ -53,46 +59,64 @@ def _refuse_existing(r, paths):
                               "--out / --heatmaps, or pass --overwrite to replace them")
 
 
-def _heatmap_paths(r, n_in, n_out):
-    k = r.num_heatmaps
-    return ([os.path.join(r.heatmaps, f"heatmap_{i:05d}.png") for i in range(min(k, n_in))]
-            + [os.path.join(r.heatmaps, f"heatmap_out_{i:05d}.png")
-               for i in range(min(k, n_out))])
+def _heatmap_path(r, key, i):
+    return os.path.join(r.heatmaps, f"heatmap_{'' if key == 'in' else 'out_'}{i:05d}.png")
 
 
-def _load_set(r, data_set, data_dir, subset, what):
-    """{"images", "labels" (or None), "files" (or None), "name"} of one split, loaded once."""
+def _load_set(r, data_set, data_dir, subset):
+    """{"images", "labels" (or None), "files" (or None), "name"} of a subset, loaded once.
+
+    "all" is the train split then the test split; a loader that serves the same images for
+    both (tools/ood_sets.py's) gives them once."""
     from pixelcnn_pp.data import make_loader
-    loader = make_loader(data_set, data_dir, subset, 1)
-    images = loader.data
-    labels = getattr(loader, "labels", None)
-    files = getattr(loader, "files", None)
+    splits = [make_loader(data_set, data_dir, s, 1)
+              for s in (("train", "test") if subset == "all" else (subset,))]
+    if len(splits) == 2 and np.array_equal(splits[0].data, splits[1].data):
+        splits = splits[:1]
+
+    def joined(attr):               # None unless every split has it
+        parts = [getattr(s, attr, None) for s in splits]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+
+    images, labels, files = joined("data"), joined("labels"), joined("files")
     if r.max_images is not None:
         images = images[:r.max_images]
         labels = None if labels is None else labels[:r.max_images]
-        files = None if files is None else list(files[:r.max_images])
-    if len(images) == 0:
-        raise RunError(f"{what} {data_set!r} ({subset}) holds no images")
+        files = None if files is None else files[:r.max_images]
+    split = "train+test splits" if subset == "all" else f"{subset} split"
     return {"images": images, "labels": labels, "files": files,
-            "name": f"{data_set!r} ({subset} split{', ' + data_dir if data_dir else ''})"}
+            "name": f"{data_set!r} ({split}{', ' + data_dir if data_dir else ''})"}
 
 
-def _check_shape(config, s, what):
+def _check_set(config, s, what):
+    """UsageError unless the model ``what`` can score the set: its image shape, its labels."""
     shape = tuple(s["images"].shape[1:])
     if shape != tuple(config.image_shape):
         H, W, C = config.image_shape
         raise UsageError(f"the {what} takes {H}x{W}x{C} images but {s['name']} has "
                          f"{'x'.join(map(str, shape))} images: score data of the model's "
                          "size and channels")
-
-
-def _labels_for(config, s):
-    if not config.num_classes:
-        return None
-    if s["labels"] is None:
-        raise UsageError(f"the model is class-conditional: it scores p(x | label), but "
+    if config.num_classes and s["labels"] is None:
+        raise UsageError(f"the {what} is class-conditional: it scores p(x | label), but "
                          f"{s['name']} has no labels")
-    return s["labels"]
+
+
+def _load_models(r, in_shape):
+    """(model, config, background or None, its config or None), likelihood models only."""
+    if r.save_dir:
+        source = {"save_dir": r.save_dir}
+    else:
+        source = {"tf1_checkpoint": r.tf1_checkpoint, "model_config": ModelConfig(
+            image_shape=in_shape, dropout_p=0.0, **r.tf1_model)}
+    model, config = ckpt_lib.load_for_inference(**source, use_averages=r.use_averages)
+    background, bg_config = None, None
+    if r.background_save_dir:
+        background, bg_config = ckpt_lib.load_model(r.background_save_dir, use_averages=True)
+    for what, c in (("model", config), ("background model", bg_config)):
+        if c is not None and c.energy_distance:
+            raise UsageError(f"the {what} is an energy-distance model: it has no likelihood "
+                             "to score images with; use one trained on the likelihood")
+    return model, config, background, bg_config
 
 
 def _write_csv(path, rows, columns):
@@ -108,9 +132,8 @@ def _write_csv(path, rows, columns):
 
 def score_to_files(r):
     """Score ``r``'s data set (and out-of-distribution set), write the CSV (and heatmaps);
-    returns (a summary line, the result dict score.py prints as JSON)."""
+    returns (the summary lines, the result dict score.py prints as JSON)."""
     _refuse_existing(r, [r.out])
-
     data_set, data_dir = r.data_set, r.data_dir
     if r.save_dir:
         if not os.path.isdir(r.save_dir):
@@ -119,59 +142,24 @@ def score_to_files(r):
         _, training = ckpt_lib.read_config(r.save_dir)
         data_set = data_set or training.get("data_set", "cifar")
         data_dir = data_dir or training.get("data_dir", "data_files")
-    else:
-        data_set, data_dir = data_set or "cifar", data_dir or "data_files"
-    sets = {"in": _load_set(r, data_set, data_dir, r.subset, "--data_set")}
+    sets = {"in": _load_set(r, data_set or "cifar", data_dir or "data_files", r.subset)}
     if r.ood_data_set:
         sets["out"] = _load_set(r, r.ood_data_set, r.ood_data_dir or "data_files",
-                                r.ood_subset, "--ood_data_set")
+                                r.ood_subset)
     if r.heatmaps:
-        _refuse_existing(r, _heatmap_paths(r, len(sets["in"]["images"]),
-                                           len(sets["out"]["images"]) if "out" in sets else 0))
-
-    if r.save_dir:
-        source = {"save_dir": r.save_dir}
-    else:
-        source = {"tf1_checkpoint": r.tf1_checkpoint, "model_config": ModelConfig(
-            image_shape=tuple(sets["in"]["images"].shape[1:]), dropout_p=0.0, **r.tf1_model)}
-    model, config = ckpt_lib.load_for_inference(**source, use_averages=r.use_averages)
-    if config.energy_distance:
-        raise UsageError("an energy-distance model has no likelihood to score images "
-                         "with: score with a model trained on the likelihood")
-    background, bg_config = None, None
-    if r.background_save_dir:
-        background, bg_config = ckpt_lib.load_model(r.background_save_dir, use_averages=True)
-        if bg_config.energy_distance:
-            raise UsageError("the background model is an energy-distance model: it has no "
-                             "likelihood")
-    for key, s in sets.items():
-        _check_shape(config, s, "model")
+        _refuse_existing(r, [_heatmap_path(r, key, i) for key, s in sets.items()
+                             for i in range(min(r.num_heatmaps, len(s["images"])))])
+    model, config, background, bg_config = _load_models(r, sets["in"]["images"].shape[1:])
+    for s in sets.values():
+        _check_set(config, s, "model")
         if bg_config is not None:
-            _check_shape(bg_config, s, "background model")
-
-    columns = (["set"] if "out" in sets else []) + ["index"]
-    if any(s["files"] is not None for s in sets.values()):
-        columns.append("file")
-    if any(s["labels"] is not None for s in sets.values()):
-        columns.append("label")
-    columns += ["nll_nats", "bits_per_dim"]
-    if background is not None:
-        columns.append("llr")
-    if r.input_complexity:
-        columns += ["input_complexity", "ic_score"]
+            _check_set(bg_config, s, "background model")
 
     rows, scores = [], {}
     for key, s in sets.items():
-        labels = _labels_for(config, s)
-        bg_labels = _labels_for(bg_config, s) if bg_config is not None else None
-        bar = ProgressBar(f"scoring {key}", tty_only=True)
-        sc = scoring.score_images(model, s["images"], labels=labels, batch_size=r.batch_size,
-                                  progress=bar)
-        if background is not None:
-            bar = ProgressBar(f"background {key}", tty_only=True)
-            bg = scoring.score_images(background, s["images"], labels=bg_labels,
-                                      batch_size=r.batch_size, progress=bar)
-            sc["llr"] = bg["bits_per_dim"] - sc["bits_per_dim"]
+        sc = scoring.score_images(model, s["images"], labels=s["labels"],
+                                  batch_size=r.batch_size, background=background,
+                                  progress=ProgressBar(f"scoring {key}", tty_only=True))
         if r.input_complexity:
             sc["input_complexity"] = scoring.input_complexity(s["images"])
             sc["ic_score"] = sc["bits_per_dim"] - sc["input_complexity"]
@@ -182,38 +170,35 @@ def score_to_files(r):
                 row["file"] = s["files"][i]
             if s["labels"] is not None:
                 row["label"] = int(s["labels"][i])
-            for name in ("nll_nats", "bits_per_dim", "llr", "input_complexity", "ic_score"):
-                if name in sc:
-                    row[name] = repr(float(sc[name][i]))
-            rows.append(row)
+            rows.append({**row, **{name: repr(float(v[i])) for name, v in sc.items()}})
         if r.heatmaps and r.num_heatmaps:
-            _write_heatmaps(r, model, config, s, sc, labels, key)
+            _write_heatmaps(r, model, s, sc, key)
+    columns = ((["set"] if "out" in sets else []) + ["index"]
+               + (["file"] if any(s["files"] is not None for s in sets.values()) else [])
+               + (["label"] if any(s["labels"] is not None for s in sets.values()) else [])
+               + [name for name in _SCORES if name in scores["in"]])
     _write_csv(r.out, rows, columns)
 
-    n_in = len(sets["in"]["images"])
-    summary = (f"wrote {r.out}: {len(rows)} rows; mean bits/dim {data_set!r} "
-               f"{float(np.mean(scores['in']['bits_per_dim'])):.4f}"
-               + (f", {r.ood_data_set!r} {float(np.mean(scores['out']['bits_per_dim'])):.4f}"
-                  if "out" in scores else ""))
-    if "out" not in scores:
-        return summary, {"images": n_in,
+    n = {key: len(s["images"]) for key, s in sets.items()}
+    means = ", ".join(f"{s['name']} {float(np.mean(scores[key]['bits_per_dim'])):.4f}"
+                      for key, s in sets.items())
+    summary = f"wrote {r.out}: {len(rows)} rows; mean bits/dim {means}"
+    if "out" not in sets:
+        return summary, {"images": n["in"],
                          "bits_per_dim": float(np.mean(scores["in"]["bits_per_dim"]))}
-    # Higher = more likely out: bits/dim and ic_score as they are; the likelihood ratio is
-    # high for in-distribution images, so its negative.
-    sign = {"bits_per_dim": 1.0, "llr": -1.0, "ic_score": 1.0}
-    result = {name: scoring.auroc(sign[name] * scores["in"][name],
-                                  sign[name] * scores["out"][name])
-              for name in sign if name in scores["in"]}
-    return summary, {"auroc": result, "in": n_in, "out": len(sets["out"]["images"])}
+    auroc = {name: scoring.auroc(sign * scores["in"][name], sign * scores["out"][name])
+             for name, sign in _SCORES.items() if sign is not None and name in scores["in"]}
+    summary += (f"\nAUROC, {n['in']} in-distribution against {n['out']} out-of-distribution "
+                "images: " + ", ".join(f"{name} {v:.4f}" for name, v in auroc.items()))
+    return summary, {"auroc": auroc, "in": n["in"], "out": n["out"]}
 
 
-def _write_heatmaps(r, model, config, s, sc, labels, key):
+def _write_heatmaps(r, model, s, sc, key):
     k = min(r.num_heatmaps, len(s["images"]))
-    lab = None if labels is None else labels[:k]
-    nll = scoring.subpixel_nll(model, s["images"][:k], labels=lab, batch_size=r.batch_size)
+    nll = scoring.subpixel_nll(model, s["images"][:k], batch_size=r.batch_size,
+                               labels=None if s["labels"] is None else s["labels"][:k])
     bits = nll.sum(axis=-1) / math.log(2.0)                    # (k, H, W) bits per pixel
     os.makedirs(r.heatmaps, exist_ok=True)
-    prefix = "heatmap_" if key == "in" else "heatmap_out_"
     for i in range(k):
-        img = plotting.heatmap_image(s["images"][i], bits[i], sc["bits_per_dim"][i])
-        iio.imwrite(os.path.join(r.heatmaps, f"{prefix}{i:05d}.png"), img)
+        iio.imwrite(_heatmap_path(r, key, i),
+                    plotting.heatmap_image(s["images"][i], bits[i], sc["bits_per_dim"][i]))
