@@ -49,7 +49,7 @@ def load_images(path, image_shape):
         images = _check_shape(_read_image(path)[None], image_shape, path)
     else:
         raise InvalidInputError(f"images to complete: {path!r} is neither an .npz, an image file "
-                         f"({', '.join(IMAGE_EXTENSIONS)}) nor a folder of them")
+                                f"({', '.join(IMAGE_EXTENSIONS)}) nor a folder of them")
     return images
 
 
@@ -68,7 +68,7 @@ def _load_folder(path, image_shape):
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise InvalidInputError(f"images to complete: the folder {path!r} holds no image files "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
     files = [os.path.join(path, n) for n in names]
     return np.stack([_check_shape(_read_image(f)[None], image_shape, f)[0] for f in files])
 
@@ -82,14 +82,14 @@ def _load_npz(path, image_shape):
             x = data[keys[0]]
         else:
             raise InvalidInputError(f"{path!r} holds arrays {keys}: name the images 'images' (or "
-                             "keep only them)")
+                                    "keep only them)")
     if x.dtype != np.uint8:
         raise InvalidInputError(f"{path!r}: the images must be uint8 (8-bit values); got {x.dtype}")
     if x.ndim == 3:                 # (N, H, W): grayscale
         x = x[..., None]
     if x.ndim != 4 or len(x) == 0:
         raise InvalidInputError(f"{path!r}: expected images (N, H, W, C) with N >= 1; got shape "
-                         f"{x.shape}")
+                                f"{x.shape}")
     return _check_shape(x, image_shape, path)
 
 
@@ -98,8 +98,8 @@ def _check_shape(images, image_shape, source):
     if images.shape[1:] != (H, W, C):
         h, w, c = images.shape[1:]
         raise InvalidInputError(f"{source!r} has images of {h}x{w}x{c} (HxWxC); the model takes "
-                         f"{H}x{W}x{C}: resize or crop them to that first (completion does "
-                         f"not resize)")
+                                f"{H}x{W}x{C}: resize or crop them to that first (completion does "
+                                f"not resize)")
     return images
 
 
@@ -155,17 +155,18 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     """
     if not hasattr(model, "weight_norm_layers"):
         raise InvalidInputError("completion draws from a PixelCNN++ model; the PixelCNN baseline "
-                         "does not complete images")
+                                "does not complete images")
     if num_samples < 1 or batch_size < 1:
         raise InvalidInputError(f"num_samples (completions per image) and batch_size must be >= 1; "
-                         f"got {num_samples}, {batch_size}")
+                                f"got {num_samples}, {batch_size}")
     if not str(out).lower().endswith(".png"):
-        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got {out!r}")
+        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got "
+                                f"{out!r}")
     H, W, C = (int(s) for s in image_shape)
     given_rows = H // 2 if given_rows is None else given_rows
     if not 0 <= given_rows <= H:
         raise InvalidInputError(f"given_rows must be between 0 and the image height {H}; got "
-                         f"{given_rows}")
+                                f"{given_rows}")
     originals = load_images(source, (H, W, C))
     N, S = len(originals), int(num_samples)
     num_classes = getattr(model, "num_classes", None)

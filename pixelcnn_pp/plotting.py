@@ -41,7 +41,7 @@ def img_tile(imgs, aspect_ratio=1.0, tile_shape=None, border=1, border_color=0):
     imgs = np.asarray(imgs)
     if imgs.ndim not in (3, 4):
         raise InvalidInputError(f"img_tile takes images (N, H, W) or (N, H, W, C); got shape "
-                         f"{imgs.shape}")
+                                f"{imgs.shape}")
     n = imgs.shape[0]
     img_shape = np.array(imgs.shape[1:3])
     if tile_shape is None:
@@ -74,7 +74,8 @@ def save_tile(path, images, border=1, border_color=255, max_images=None):
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise InvalidInputError(f"save_tile takes images (N, H, W, 1 or 3); got shape {images.shape}")
+        raise InvalidInputError(f"save_tile takes images (N, H, W, 1 or 3); got shape "
+                                f"{images.shape}")
     if images.dtype != np.uint8:
         images = images_to_uint8(images)
     if max_images is not None:

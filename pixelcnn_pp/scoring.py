@@ -61,28 +61,28 @@ def _functions(model):
 
 def _check_images(model, images, labels):
     """uint8 (N, H, W, C) images of the model's channel count, and int labels for a
-    conditional model; raises ValueError saying what is wrong."""
+    conditional model; raises InvalidInputError saying what is wrong."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
-                         f"{images.shape}")
+                                f"{images.shape}")
     C = model.num_channels
     if images.shape[-1] != C:
-        raise InvalidInputError(f"the model takes {C}-channel images; these have {images.shape[-1]} "
-                         f"channels (shape {images.shape})")
+        raise InvalidInputError(f"the model takes {C}-channel images; these have "
+                                f"{images.shape[-1]} channels (shape {images.shape})")
     k = model.num_classes
     if not k:
         return images, None
     if labels is None:
         raise InvalidInputError(f"this model is class-conditional ({k} classes): it scores p(x | "
-                         "label) and needs each image's label")
+                                "label) and needs each image's label")
     labels = np.asarray(labels).astype(np.int64)
     if labels.shape != (len(images),):
         raise InvalidInputError(f"labels must be ({len(images)},); got {labels.shape}")
     bad = labels[(labels < 0) | (labels >= k)]
     if bad.size:
-        raise InvalidInputError(f"labels {sorted(set(bad.tolist()))} out of range: the model has {k} "
-                         f"classes (0 .. {k - 1})")
+        raise InvalidInputError(f"labels {sorted(set(bad.tolist()))} out of range: the model "
+                                f"has {k} classes (0 .. {k - 1})")
     return images, labels
 
 
@@ -159,7 +159,7 @@ def input_complexity(images):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
-                         f"{images.shape}")
+                                f"{images.shape}")
     dims = float(np.prod(images.shape[1:]))
     return np.array([8.0 * len(png_bytes(im)) / dims for im in images], np.float64)
 
@@ -172,7 +172,8 @@ def auroc(scores_in, scores_out):
     a = np.asarray(scores_in, np.float64).ravel()
     b = np.asarray(scores_out, np.float64).ravel()
     if not len(a) or not len(b):
-        raise InvalidInputError(f"auroc needs scores of both sets; got {len(a)} in and {len(b)} out")
+        raise InvalidInputError(f"auroc needs scores of both sets; got {len(a)} in and "
+                                f"{len(b)} out")
     both = np.concatenate([a, b])
     if np.isnan(both).any():
         raise InvalidInputError("auroc: the scores hold NaN")
