@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 from pixelcnn_pp import sampling  # noqa: E402
 from pixelcnn_pp.sampling.fast_weights import read_weights  # noqa: E402
 from pixelcnn_pp.model import PixelCNNPP  # noqa: E402
-from pixelcnn_pp.training import PRECISIONS  # noqa: E402
+from pixelcnn_pp.config import PRECISIONS  # noqa: E402
 
 FLAGS = flags.FLAGS
 define_model_flags(image_size=None, batch_size=None)   # the full CIFAR-10 model

@@ -34,7 +34,10 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    import keras
+
     from pixelcnn_pp import PixelCNNPP, scoring
+    keras.utils.set_random_seed(0)   # the same untrained weights every run
     rng = np.random.RandomState(0)
     shape = (F.image_size, F.image_size, 3)
     images = rng.randint(0, 256, (F.images,) + shape).astype(np.uint8)

@@ -18,7 +18,8 @@ import os
 import imageio.v2 as imageio
 import numpy as np
 
-from pixelcnn_pp import plotting, sample_files, sampling
+from pixelcnn_pp import plotting, sampling
+from pixelcnn_pp.batches import batch_seed, run_in_batches, sample_labels
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = ["IMAGE_EXTENSIONS", "FILL", "load_images", "to_model_range", "kept_part",
@@ -48,7 +49,7 @@ def load_images(path, image_shape):
         images = _check_shape(_read_image(path)[None], image_shape, path)
     else:
         raise InvalidInputError(f"images to complete: {path!r} is neither an .npz, an image file "
-                         f"({', '.join(IMAGE_EXTENSIONS)}) nor a folder of them")
+                                f"({', '.join(IMAGE_EXTENSIONS)}) nor a folder of them")
     return images
 
 
@@ -67,7 +68,7 @@ def _load_folder(path, image_shape):
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise InvalidInputError(f"images to complete: the folder {path!r} holds no image files "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
     files = [os.path.join(path, n) for n in names]
     return np.stack([_check_shape(_read_image(f)[None], image_shape, f)[0] for f in files])
 
@@ -81,14 +82,14 @@ def _load_npz(path, image_shape):
             x = data[keys[0]]
         else:
             raise InvalidInputError(f"{path!r} holds arrays {keys}: name the images 'images' (or "
-                             "keep only them)")
+                                    "keep only them)")
     if x.dtype != np.uint8:
         raise InvalidInputError(f"{path!r}: the images must be uint8 (8-bit values); got {x.dtype}")
     if x.ndim == 3:                 # (N, H, W): grayscale
         x = x[..., None]
     if x.ndim != 4 or len(x) == 0:
         raise InvalidInputError(f"{path!r}: expected images (N, H, W, C) with N >= 1; got shape "
-                         f"{x.shape}")
+                                f"{x.shape}")
     return _check_shape(x, image_shape, path)
 
 
@@ -97,8 +98,8 @@ def _check_shape(images, image_shape, source):
     if images.shape[1:] != (H, W, C):
         h, w, c = images.shape[1:]
         raise InvalidInputError(f"{source!r} has images of {h}x{w}x{c} (HxWxC); the model takes "
-                         f"{H}x{W}x{C}: resize or crop them to that first (completion does "
-                         f"not resize)")
+                                f"{H}x{W}x{C}: resize or crop them to that first (completion does "
+                                f"not resize)")
     return images
 
 
@@ -141,8 +142,8 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     source: a path for ``load_images`` (its images must have ``image_shape``). given_rows:
     the top rows kept (default: half of them, H // 2). The N · num_samples completions are
     drawn in batches of ``batch_size`` (completion s of image n is number n · num_samples +
-    s; the last batch is filled up and cut), batch b with ``sample_files.batch_seed(seed, b)``,
-    as sample.py's samples. labels: as ``sample_files.sample_labels``, one per image (all its
+    s; the last batch is filled up and cut), batch b with ``batches.batch_seed(seed, b)``,
+    as sample.py's samples. labels: as ``batches.sample_labels``, one per image (all its
     completions share it).
 
     Writes ``out`` (a PNG grid, ``completion_grid`` of the first 100 images) and ``out``
@@ -154,21 +155,22 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     """
     if not hasattr(model, "weight_norm_layers"):
         raise InvalidInputError("completion draws from a PixelCNN++ model; the PixelCNN baseline "
-                         "does not complete images")
+                                "does not complete images")
     if num_samples < 1 or batch_size < 1:
         raise InvalidInputError(f"num_samples (completions per image) and batch_size must be >= 1; "
-                         f"got {num_samples}, {batch_size}")
+                                f"got {num_samples}, {batch_size}")
     if not str(out).lower().endswith(".png"):
-        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got {out!r}")
+        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got "
+                                f"{out!r}")
     H, W, C = (int(s) for s in image_shape)
     given_rows = H // 2 if given_rows is None else given_rows
     if not 0 <= given_rows <= H:
         raise InvalidInputError(f"given_rows must be between 0 and the image height {H}; got "
-                         f"{given_rows}")
+                                f"{given_rows}")
     originals = load_images(source, (H, W, C))
     N, S = len(originals), int(num_samples)
     num_classes = getattr(model, "num_classes", None)
-    y = sample_files.sample_labels(labels, N, num_classes)
+    y = sample_labels(labels, N, num_classes)
     completions = _complete_in_batches(model, originals, S, batch_size, given_rows * W, y,
                                        seed, method, jit_compile, progress)
     _write(out, originals, completions, given_rows * W, y, seed)
@@ -178,22 +180,19 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
 def _complete_in_batches(model, originals, num_samples, batch_size, num_given, y, seed,
                          method, jit_compile, progress):
     """uint8 completions (N, num_samples, H, W, C): the N · num_samples completions in
-    batches, batch b seeded with batch_seed(seed, b)."""
+    batches (``batches.run_in_batches``), batch b seeded with batch_seed(seed, b)."""
     N, H = len(originals), originals.shape[1]
     source = np.repeat(np.arange(N), num_samples)          # the image of every completion
-    batches = -(-len(source) // batch_size)
-    chunks = []
-    for b in range(batches):
-        idx = np.resize(source[b * batch_size:(b + 1) * batch_size], batch_size)
-        h = None if y is None else np.eye(model.num_classes, dtype=np.float32)[y[idx]]
-        report = None if progress is None else (
-            lambda r, _, b=b: progress(b * H + r, batches * H))
-        chunks.append(sampling.complete(model, to_model_range(originals[idx]), num_given,
-                                        h=h, seed=sample_files.batch_seed(seed, b),
-                                        method=method, jit_compile=jit_compile,
-                                        progress=report))
-    x = plotting.images_to_uint8(np.concatenate(chunks)[:len(source)])
-    return x.reshape((N, num_samples) + originals.shape[1:])
+
+    def draw(idx, b, report):
+        image = source[idx]
+        h = None if y is None else np.eye(model.num_classes, dtype=np.float32)[y[image]]
+        return sampling.complete(model, to_model_range(originals[image]), num_given, h=h,
+                                 seed=batch_seed(seed, b), method=method,
+                                 jit_compile=jit_compile, progress=report)
+
+    x = run_in_batches(draw, len(source), batch_size, progress, steps_per_batch=H)
+    return plotting.images_to_uint8(x).reshape((N, num_samples) + originals.shape[1:])
 
 
 def _write(out, originals, completions, num_given, y, seed):

@@ -1,19 +1,24 @@
-"""Image grids of samples, as the original's ``plotting.py`` (``img_tile``) draws them.
+"""Pictures: grids of samples, as the original's ``plotting.py`` (``img_tile``) draws them,
+and score.py's heatmaps of per-pixel NLL.
 
     save_tile("samples.png", images)        # images: (N, H, W, C) floats in [-1, 1] or uint8
+    heatmap_image(image, nll_bits, bpd)     # uint8 RGB: the image, its NLL map, a colour bar
 
 The original stretched each batch to [0, 1] by its own min and max and plotted the grid with
 matplotlib; here the images are mapped to 8 bits as data are (``images_to_uint8``) and the
-grid is written as a PNG directly, so a tile shows the values the .npz holds.
+grid is written as a PNG directly, so a tile shows the values the .npz holds. The heatmaps
+are drawn with NumPy alone too: a viridis ramp and a 5x7 bitmap font for their labels.
 """
 
 import os
 
 import imageio.v2 as imageio
 import numpy as np
+
 from pixelcnn_pp.errors import InvalidInputError
 
-__all__ = ["images_to_uint8", "img_tile", "save_tile"]
+__all__ = ["images_to_uint8", "img_tile", "save_tile", "heatmap_image", "colour_map",
+           "draw_text"]
 
 
 def images_to_uint8(x):
@@ -36,7 +41,7 @@ def img_tile(imgs, aspect_ratio=1.0, tile_shape=None, border=1, border_color=0):
     imgs = np.asarray(imgs)
     if imgs.ndim not in (3, 4):
         raise InvalidInputError(f"img_tile takes images (N, H, W) or (N, H, W, C); got shape "
-                         f"{imgs.shape}")
+                                f"{imgs.shape}")
     n = imgs.shape[0]
     img_shape = np.array(imgs.shape[1:3])
     if tile_shape is None:
@@ -69,7 +74,8 @@ def save_tile(path, images, border=1, border_color=255, max_images=None):
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise InvalidInputError(f"save_tile takes images (N, H, W, 1 or 3); got shape {images.shape}")
+        raise InvalidInputError(f"save_tile takes images (N, H, W, 1 or 3); got shape "
+                                f"{images.shape}")
     if images.dtype != np.uint8:
         images = images_to_uint8(images)
     if max_images is not None:
@@ -81,3 +87,131 @@ def save_tile(path, images, border=1, border_color=255, max_images=None):
     os.makedirs(d, exist_ok=True)
     imageio.imwrite(path, tile)
     return tile
+
+
+# --------------------------------------------------------------------------- heatmaps
+# A 5x7 bitmap font: the characters the heatmaps write.
+_GLYPHS = {
+    "0": "01110 10001 10011 10101 11001 10001 01110",
+    "1": "00100 01100 00100 00100 00100 00100 01110",
+    "2": "01110 10001 00001 00010 00100 01000 11111",
+    "3": "11110 00001 00001 01110 00001 00001 11110",
+    "4": "00010 00110 01010 10010 11111 00010 00010",
+    "5": "11111 10000 11110 00001 00001 10001 01110",
+    "6": "00110 01000 10000 11110 10001 10001 01110",
+    "7": "11111 00001 00010 00100 01000 01000 01000",
+    "8": "01110 10001 10001 01110 10001 10001 01110",
+    "9": "01110 10001 10001 01111 00001 00010 01100",
+    ".": "00000 00000 00000 00000 00000 01100 01100",
+    "-": "00000 00000 00000 11111 00000 00000 00000",
+    "+": "00000 00100 00100 11111 00100 00100 00000",
+    "/": "00001 00010 00010 00100 01000 01000 10000",
+    ":": "00000 01100 01100 00000 01100 01100 00000",
+    " ": "00000 00000 00000 00000 00000 00000 00000",
+    "A": "01110 10001 10001 11111 10001 10001 10001",
+    "B": "11110 10001 10001 11110 10001 10001 11110",
+    "C": "01110 10001 10000 10000 10000 10001 01110",
+    "D": "11110 10001 10001 10001 10001 10001 11110",
+    "E": "11111 10000 10000 11110 10000 10000 11111",
+    "G": "01110 10001 10000 10111 10001 10001 01111",
+    "I": "01110 00100 00100 00100 00100 00100 01110",
+    "L": "10000 10000 10000 10000 10000 10000 11111",
+    "M": "10001 11011 10101 10101 10001 10001 10001",
+    "N": "10001 11001 10101 10011 10001 10001 10001",
+    "O": "01110 10001 10001 10001 10001 10001 01110",
+    "P": "11110 10001 10001 11110 10000 10000 10000",
+    "R": "11110 10001 10001 11110 10100 10010 10001",
+    "S": "01111 10000 10000 01110 00001 00001 11110",
+    "T": "11111 00100 00100 00100 00100 00100 00100",
+    "X": "10001 10001 01010 00100 01010 10001 10001",
+}
+
+
+def draw_text(canvas, text, top, left, scale=2, colour=(0, 0, 0)):
+    """Write ``text`` (digits, . - + / : and the capitals of _GLYPHS) into an RGB uint8 canvas
+    in place, each font pixel a scale x scale square; returns the width drawn."""
+    x = left
+    for ch in str(text).upper():
+        glyph = _GLYPHS.get(ch)
+        if glyph is None:
+            raise InvalidInputError(f"the heatmap font has no glyph for {ch!r}")
+        for r, row in enumerate(glyph.split()):
+            for c, bit in enumerate(row):
+                if bit == "1":
+                    canvas[top + r * scale:top + (r + 1) * scale,
+                           x + c * scale:x + (c + 1) * scale] = colour
+        x += 6 * scale
+    return x - left
+
+
+def _text_width(text, scale):
+    return 6 * scale * len(text)
+
+
+# viridis at 9 evenly spaced points
+_VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+                     [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37]],
+                    np.float64)
+
+
+def colour_map(t):
+    """Values t in [0, 1] (any shape) -> uint8 RGB (..., 3) on the viridis scale."""
+    t = np.clip(np.asarray(t, np.float64), 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    i = np.minimum(np.floor(t).astype(int), len(_VIRIDIS) - 2)
+    f = (t - i)[..., None]
+    return np.rint(_VIRIDIS[i] * (1 - f) + _VIRIDIS[i + 1] * f).astype(np.uint8)
+
+
+def _fmt(v):
+    return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
+    """An RGB uint8 picture of one image beside its per-pixel NLL map in bits, with a colour
+    bar labelled by the map's range (and the image's bits/dim when given).
+
+    image: uint8 (H, W, C); nll_bits: (H, W), e.g. -subpixel_log_prob summed over channels /
+    ln 2. Both panels are upscaled by ``scale`` (default: about 192 pixels on the long side).
+    """
+    image = np.asarray(image)
+    nll_bits = np.asarray(nll_bits, np.float64)
+    H, W = nll_bits.shape
+    if image.shape[:2] != (H, W):
+        raise InvalidInputError(f"image {image.shape} and map {nll_bits.shape} differ in size")
+    s = scale or max(1, 192 // max(H, W))
+    ts = 2                                          # text scale: 10 x 14 pixel characters
+    line = 7 * ts + 6
+    lo, hi = float(nll_bits.min()), float(nll_bits.max())
+    labels = [_fmt(hi), _fmt((lo + hi) / 2), _fmt(lo)]
+    label_w = max([_text_width("000.00", ts)] + [_text_width(t, ts) for t in labels])
+    margin, gap, bar_w = 10, 10, 16
+    ph, pw = H * s, W * s
+    captions = ["NLL PER PIXEL IN BITS: " + f"{_fmt(lo)} TO {_fmt(hi)}"]
+    if bits_per_dim is not None:
+        captions.append(f"MEAN {_fmt(float(bits_per_dim))} BITS/DIM")
+    width = margin + pw + gap + pw + gap + bar_w + 6 + label_w + margin
+    width = max(width, 2 * margin + max(_text_width(c, ts) for c in captions))
+    top = margin + line                             # panel titles above
+    height = top + ph + 8 + line * len(captions) + margin
+    canvas = np.full((height, width, 3), 255, np.uint8)
+
+    rgb = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    left1, left2 = margin, margin + pw + gap
+    canvas[top:top + ph, left1:left1 + pw] = np.kron(rgb, np.ones((s, s, 1), np.uint8))
+    t = (nll_bits - lo) / (hi - lo) if hi > lo else np.zeros_like(nll_bits)
+    canvas[top:top + ph, left2:left2 + pw] = np.kron(colour_map(t), np.ones((s, s, 1),
+                                                                             np.uint8))
+    draw_text(canvas, "IMAGE", margin, left1, ts)
+    draw_text(canvas, "NLL BITS", margin, left2, ts)
+
+    bar_left = left2 + pw + gap                     # the colour bar: hi at the top
+    ramp = colour_map(np.linspace(1.0, 0.0, ph))[:, None, :]
+    canvas[top:top + ph, bar_left:bar_left + bar_w] = ramp
+    text_left = bar_left + bar_w + 6
+    for text, y in zip(labels, (top, top + ph // 2 - 7 * ts // 2, top + ph - 7 * ts)):
+        draw_text(canvas, text, y, text_left, ts)
+    y = top + ph + 8
+    for c in captions:
+        draw_text(canvas, c, y, margin, ts)
+        y += line
+    return canvas

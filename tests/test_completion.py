@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import random_images
-from pixelcnn_pp import checkpoint, completion, plotting, sample_files
+from pixelcnn_pp import batches, checkpoint, completion, plotting
 from pixelcnn_pp.model import PixelCNNPP
 from pixelcnn_pp.sampling import complete, sample
 
@@ -308,9 +308,9 @@ def test_sample_py_completes_an_npz(save_dir, originals, tmp_path):
     onehot = np.eye(3, dtype=np.float32)
     x = completion.to_model_range(originals)
     first = complete(model, x[[0, 0, 1, 1]], 24, h=onehot[[0, 0, 1, 1]],
-                     seed=sample_files.batch_seed(4, 0))
+                     seed=batches.batch_seed(4, 0))
     second = complete(model, x[[2, 2, 2, 2]], 24, h=onehot[[2, 2, 2, 2]],
-                      seed=sample_files.batch_seed(4, 1))
+                      seed=batches.batch_seed(4, 1))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(
         np.concatenate([first, second[:2]])))
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pixelcnn_pp import checkpoint, plotting, sample_files, sampling
+from pixelcnn_pp import batches, checkpoint, plotting, sampling
+from pixelcnn_pp.cli import sample_files
 from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.optim import PolyakAverage
 
@@ -68,16 +69,16 @@ def test_sample_py_from_save_dir(save_dir):
     model, _ = checkpoint.load_for_inference(save_dir, use_averages=True)
     onehot = np.eye(3, dtype=np.float32)
     first = sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
-                            seed=sample_files.batch_seed(4, 0))
+                            seed=batches.batch_seed(4, 0))
     second = sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 0]],
-                             seed=sample_files.batch_seed(4, 1))
+                             seed=batches.batch_seed(4, 1))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(
         np.concatenate([first, second[:2]])))
     raw, _ = checkpoint.load_for_inference(save_dir, use_averages=False)
     for v, r in zip(model.trainable_variables, raw.trainable_variables):
         v.assign(r)                               # same model object: no new tracing
     assert not np.array_equal(first, sampling.sample(model, 3, (8, 8, 3), h=onehot[[0, 1, 2]],
-                                                     seed=sample_files.batch_seed(4, 0)))
+                                                     seed=batches.batch_seed(4, 0)))
 
 
 def test_sample_py_from_golden_tf1_checkpoint(tmp_path):
@@ -146,24 +147,51 @@ def test_sample_to_files_argument_errors(tmp_path, save_dir):
 
 
 def test_sample_labels():
-    np.testing.assert_array_equal(sample_files.sample_labels(None, 7, 3), [0, 1, 2, 0, 1, 2, 0])
-    np.testing.assert_array_equal(sample_files.sample_labels("cycle", 4, 10), [0, 1, 2, 3])
-    np.testing.assert_array_equal(sample_files.sample_labels(["5"], 3, 10), [5, 5, 5])
-    np.testing.assert_array_equal(sample_files.sample_labels([1, 2], 5, 10), [1, 2, 1, 2, 1])
-    assert sample_files.sample_labels(None, 4, None) is None
+    np.testing.assert_array_equal(batches.sample_labels(None, 7, 3), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(batches.sample_labels("cycle", 4, 10), [0, 1, 2, 3])
+    np.testing.assert_array_equal(batches.sample_labels(["5"], 3, 10), [5, 5, 5])
+    np.testing.assert_array_equal(batches.sample_labels([1, 2], 5, 10), [1, 2, 1, 2, 1])
+    assert batches.sample_labels(None, 4, None) is None
     with pytest.raises(ValueError, match="unconditional"):
-        sample_files.sample_labels([1], 4, None)
+        batches.sample_labels([1], 4, None)
     with pytest.raises(ValueError, match="out of range"):
-        sample_files.sample_labels([-1], 4, 10)
+        batches.sample_labels([-1], 4, 10)
 
 
 def test_batch_seeds():
-    assert sample_files.batch_seed(7, 0) == 7
-    seeds = [sample_files.batch_seed(7, b) for b in range(1, 50)]
+    assert batches.batch_seed(7, 0) == 7
+    seeds = [batches.batch_seed(7, b) for b in range(1, 50)]
     assert len(set(seeds) | {7}) == 50
-    assert seeds == [sample_files.batch_seed(7, b) for b in range(1, 50)]
-    assert sample_files.batch_seed(8, 1) != sample_files.batch_seed(7, 1)
+    assert seeds == [batches.batch_seed(7, b) for b in range(1, 50)]
+    assert batches.batch_seed(8, 1) != batches.batch_seed(7, 1)
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_run_in_batches_fills_up_the_last_batch_and_reports_progress():
+    """The batches of sample.py, completion and scoring: every call gets batch_size items,
+    the last batch its own items cycled; the extra outputs are dropped; progress counts
+    items after each batch, or steps inside a batch (image rows) over the padded batches."""
+    seen, items, steps = [], [], []
+
+    def run(idx, b, report):
+        seen.append((b, idx.tolist()))
+        if report is not None:
+            for s in (2, 4):
+                report(s, 4)
+        return idx * 10
+
+    out = batches.run_in_batches(run, 7, 3, progress=lambda d, t: items.append((d, t)))
+    assert seen == [(0, [0, 1, 2]), (1, [3, 4, 5]), (2, [6, 6, 6])]
+    np.testing.assert_array_equal(out, np.arange(7) * 10)
+    assert items == [(3, 7), (6, 7), (7, 7)]
+    seen.clear()
+    out = batches.run_in_batches(run, 5, 4, progress=lambda d, t: steps.append((d, t)),
+                                 steps_per_batch=4)
+    assert seen == [(0, [0, 1, 2, 3]), (1, [4, 4, 4, 4])]
+    assert steps == [(2, 8), (4, 8), (6, 8), (8, 8)]
+    seen.clear()
+    batches.run_in_batches(run, 5, 3, steps_per_batch=4)        # no progress: report is None
+    assert seen[1] == (1, [3, 4, 3])
 
 
 def test_images_to_uint8_inverts_the_data_scaling():

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from pixelcnn_pp import baseline, plotting, sample_files
+from pixelcnn_pp import baseline, batches, plotting
 from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.evaluation import evaluate_checkpoint
 from pixelcnn_pp.training import train
@@ -34,7 +34,7 @@ def test_the_pixelcnn_baseline_trains_samples_and_evaluates(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     images = np.load(tmp_path / "s.npz")["images"]
     model, _ = ckpt_lib.load_for_inference(str(tmp_path), use_averages=True)
-    expected = baseline.sample(model, 3, (8, 8, 3), seed=sample_files.batch_seed(5, 0))
+    expected = baseline.sample(model, 3, (8, 8, 3), seed=batches.batch_seed(5, 0))
     np.testing.assert_array_equal(images, plotting.images_to_uint8(np.asarray(expected)))
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"),
                           f"--save_dir={tmp_path}", "--labels=1", f"--out={out}"],

@@ -8,7 +8,7 @@ as a PNG grid and an .npz.
         --num_samples=4 --out=completions.png     # keep the top rows, draw the rest
 
 The model is loaded by ``checkpoint.load_for_inference`` with its Polyak-averaged weights,
-the images are drawn and written by ``sample_files.sample_to_files``
+the images are drawn and written by ``cli/sample_files.sample_to_files``
 (``completion.complete_to_files`` for --complete). See docs/SAMPLING.md.
 """
 
@@ -63,7 +63,8 @@ def _main(argv):
     if F.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
-    from pixelcnn_pp import checkpoint, sample_files
+    from pixelcnn_pp import checkpoint
+    from pixelcnn_pp.cli import sample_files
     model, config = checkpoint.load_for_inference(**source, use_averages=True)
     shape = shape or config.image_shape
     labels = "cycle" if F.labels == ["cycle"] else F.labels

@@ -1,0 +1,47 @@
+"""What sample.py writes: batches of samples with their seeds and labels, as a PNG grid and
+an .npz (``sample_to_files``); the completion grid is ``completion.complete_to_files``."""
+
+import numpy as np
+
+from pixelcnn_pp.batches import batch_seed, run_in_batches, sample_labels
+from pixelcnn_pp.errors import InvalidInputError
+
+__all__ = ["sample_to_files"]
+
+
+def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=None, seed=0,
+                    method="fast", jit_compile=None, progress=None):
+    """Draw ``num_samples`` images in batches and write them: what sample.py does.
+
+    Writes ``out`` (a PNG grid of the first 100 images, thin white borders, as the original's
+    tile) and ``out`` with .npz (``images`` (N, H, W, C) uint8, ``labels`` (N,) when
+    conditional, ``seed``). labels: as ``batches.sample_labels``. Batch b is drawn with
+    ``batches.batch_seed(seed, b)``. progress(rows_done, rows_total) is called after every
+    image row. Returns (images uint8, labels or None).
+    """
+    from pixelcnn_pp import plotting
+    if num_samples < 1 or batch_size < 1:
+        raise InvalidInputError(f"num_samples and batch_size must be >= 1; got {num_samples}, "
+                                f"{batch_size}")
+    if not str(out).lower().endswith(".png"):
+        raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got "
+                                f"{out!r}")
+    num_classes = getattr(model, "num_classes", None)
+    y = sample_labels(labels, num_samples, num_classes)
+    onehot = None if y is None else np.eye(num_classes, dtype=np.float32)
+
+    def draw(idx, b, report):          # the last batch is filled up with its first labels
+        return model.sample_images(batch_size, image_shape,
+                                   h=None if y is None else onehot[y[idx]],
+                                   seed=batch_seed(seed, b), method=method,
+                                   jit_compile=jit_compile, progress=report)
+
+    x = run_in_batches(draw, num_samples, batch_size, progress,
+                       steps_per_batch=int(image_shape[0]))
+    images = plotting.images_to_uint8(x)
+    plotting.save_tile(out, images, max_images=100)
+    arrays = {"images": images, "seed": np.int64(seed)}
+    if y is not None:
+        arrays["labels"] = y
+    np.savez(str(out)[:-4] + ".npz", **arrays)
+    return images, y
