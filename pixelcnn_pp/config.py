@@ -119,7 +119,7 @@ class TrainConfig:
     """All of train.py's flags: the original's (with its defaults), then ours."""
     data_dir: str = "data_files"
     save_dir: str = "save"
-    data_set: str = "demo"
+    data_set: str = "demo"     # Deviation: the offline demo set (the original's: cifar)
     save_interval: int = 20
     load_params: bool = False
     model: str = _M.model

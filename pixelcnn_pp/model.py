@@ -23,7 +23,7 @@ def params_per_pixel(nr_logistic_mix, num_channels=3):
     """Output channels of the mixture head: 10M for RGB, 3M for grayscale."""
     if num_channels == 3:
         return 10 * nr_logistic_mix
-    return 3 * nr_logistic_mix
+    return 3 * nr_logistic_mix   # Deviation: grayscale is new (weights, means, log scales)
 
 
 def _check_arguments(resnet_nonlinearity, num_channels, energy_distance):

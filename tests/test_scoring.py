@@ -522,6 +522,14 @@ def test_all_of_a_data_set_is_both_splits_each_image_once(tmp_path):
     train, test = (_load_set(ScoreRequest(), "demo", None, k)["images"] for k in ("train", "test"))
     np.testing.assert_array_equal(demo["images"], np.concatenate([train, test]))
     assert len(demo["labels"]) == len(demo["images"])
+    # A folder of fewer than 10 images has an empty test split: all of it is its train split.
+    _write_pngs(tmp_path / "small", 7, 3)
+    small = _load_set(ScoreRequest(), "folder", str(tmp_path / "small"), "all")
+    assert len(small["images"]) == 7 and len(small["files"]) == 7
+    os.makedirs(tmp_path / "none")
+    (tmp_path / "none" / "notes.txt").write_text("no images here")
+    with pytest.raises(OSError):
+        _load_set(ScoreRequest(), "folder", str(tmp_path / "none"), "all")
 
 
 def test_score_py_one_line_errors(trained_run, tmp_path):

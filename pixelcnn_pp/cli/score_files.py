@@ -71,8 +71,18 @@ def _load_set(r, data_set, data_dir, subset):
     "all" is the train split then the test split; a loader that serves the same images for
     both (tools/ood_sets.py's) gives them once."""
     from pixelcnn_pp.data import make_loader
-    splits = [make_loader(data_set, data_dir, s, 1)
-              for s in (("train", "test") if subset == "all" else (subset,))]
+    from pixelcnn_pp.data.loader import EmptySplitError
+    if subset != "all":
+        splits = [make_loader(data_set, data_dir, subset, 1)]
+    else:
+        splits = []
+        for s in ("train", "test"):
+            try:
+                splits.append(make_loader(data_set, data_dir, s, 1))
+            except EmptySplitError:   # e.g. a small folder's test split: the rest is all
+                pass
+        if not splits:
+            raise EmptySplitError(f"{data_set!r} ({data_dir}) holds no images to score")
     if len(splits) == 2 and np.array_equal(splits[0].data, splits[1].data):
         splits = splits[:1]
 

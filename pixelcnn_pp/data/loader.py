@@ -63,6 +63,8 @@ class DataLoader:
         if return_spatial and spatial is None:
             raise InvalidInputError("return_spatial=True, but this data set has no spatial "
                                     "maps")
+        if len(data) == 0:
+            raise EmptySplitError("this split of the data set holds no images")
         if not 0 < batch_size <= len(data):
             raise InvalidInputError(f"batch_size {batch_size} does not fit a data set of "
                                     f"{len(data)} images: no full batch could be made")
@@ -156,6 +158,11 @@ class DataLoader:
                             float(state["rng_cached_gaussian"])))
         self.order = order
         self.p = position
+
+
+class EmptySplitError(InvalidInputError):
+    """The split asked for holds no images (e.g. the test split of a folder class with fewer
+    than 10 images)."""
 
 
 def check_codes(codes, num_categories, name):

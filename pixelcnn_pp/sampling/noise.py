@@ -29,6 +29,8 @@ def position_noise(seed, i, j, width, batch_size, nr_mix, num_channels=3):
     (Gumbel-max), u the logistic sample of each channel. Derived statelessly from
     (seed, i * width + j), so every method sees the same noise at the same position.
     """
+    # Deviation: per-position stateless noise (the original drew from the global generator),
+    # so the naive and the fast sampler draw the same image for a seed.
     key = _position_key(seed, i, j, width)
     fold = tf.random.experimental.stateless_fold_in
     u_mix = tf.random.stateless_uniform([batch_size, nr_mix], fold(key, 0, alg=_ALG),

@@ -101,6 +101,8 @@ def resume_or_initialise(run):
     order and position), or write config.json and run the data-dependent initialisation."""
     cfg = run.cfg
     if run.resume_path:
+        # Deviation: resuming is exact (counters, learning rate, data order and position,
+        # dropout generator, averages); the original restarted its epochs, lr and data order.
         if PolyakAverage.counter_in_checkpoint(run.resume_path):
             run.checkpoint.restore(run.resume_path).assert_existing_objects_matched()
         else:  # written before the averages counted their updates: count from the step
@@ -124,7 +126,7 @@ def resume_or_initialise(run):
     with run.strategy.scope():
         run.model.initialize(scale_images(x_init),
                              h=one_hot_labels(y_init, run.model_config.num_classes))
-        run.averages.reset()  # deviation: averages start from the data-initialised weights
+        run.averages.reset()  # Deviation: averages start from the data-initialised weights
     # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
     # batch in the same order, so a seed gives the original's batches.
     run.data_state.record_epoch_start(run.train_data)

@@ -66,6 +66,8 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
                           tf.cast(optimizer.iterations, tf.int64)]),
                 ctx.replica_id_in_sync_group if ctx is not None else 0)
             x = mutate_inputs(x, input_mutation_rate, seed)
+        # Deviation: gradients first, then Adam's update, then the averages, in that order;
+        # the original's train op groups them unordered (a race, docs/ORIGINAL.md §4).
         loss, grads = loss_and_grads(x, y)
         optimizer.learning_rate.assign(lr)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
