@@ -104,12 +104,12 @@ def test_a_damaged_file_is_detected(tmp_path):
 def test_shipped_files_are_small_and_covered_by_package_data():
     folder = os.path.dirname(demo_data.DEMO_FILE)
     assert os.path.getsize(demo_data.DEMO_FILE) < 4e6
-    patterns = ["*.npz", "*.md"]   # setup.py: package_data={"data": ["demo/*.npz", "demo/*.md"]}
+    patterns = ["*.npz", "*.md"]   # pyproject.toml: package-data "pixelcnn_pp.data"
     for name in os.listdir(folder):
         assert any(fnmatch.fnmatch(name, p) for p in patterns), name
-    setup = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "setup.py")).read()
-    assert '"demo/*.npz"' in setup and '"demo/*.md"' in setup
+    project = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "pyproject.toml")).read()
+    assert '"pixelcnn_pp.data" = ["demo/*.npz", "demo/*.md"]' in project
 
 
 def test_generation_script_is_importable_and_matches_the_shipped_parameters():

@@ -253,10 +253,11 @@ def test_a_fast_model_computes_what_the_plain_one_does():
 
     # Gradients at the scale of each array: in training only the weight-norm gradient differs
     # (float32 round-off, ~1e-7); in evaluation XLA's fused gate also rounds its sigmoid
-    # differently, by a few float32 spacings, which the backward pass carries to ~3e-5.
-    for training, tol in ((True, 2e-6), (False, 2e-4)):
+    # differently, by a few float32 spacings, which reaches the summed loss at ~2e-6 and the
+    # backward pass at ~3e-5.
+    for training, loss_tol, tol in ((True, 1e-6, 2e-6), (False, 1e-5, 2e-4)):
         (l0, g0), (l1, g1) = value_and_grads(plain, training), value_and_grads(fast, training)
-        np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+        np.testing.assert_allclose(float(l1), float(l0), rtol=loss_tol)
         for v, a, b in zip(plain.trainable_variables, g1, g0):
             a, b = a.numpy(), b.numpy()
             assert np.abs(a - b).max() <= tol * np.abs(b).max(), (training, v.path)

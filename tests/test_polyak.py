@@ -128,7 +128,7 @@ def test_a_checkpoint_without_the_count_loads_and_resumes(tmp_path, monkeypatch)
     # starts at the restored step, so the averages are the uninterrupted run's.
     train(tiny_cfg(tmp_path / "straight", max_steps=11))
     with monkeypatch.context() as m:
-        m.setattr(training, "PolyakAverage", _WithoutCounter)
+        m.setattr(training.run, "PolyakAverage", _WithoutCounter)   # what setup builds
         train(tiny_cfg(tmp_path / "old", max_steps=5))
     assert not PolyakAverage.counter_in_checkpoint(ckpt_lib.latest_checkpoint(str(tmp_path / "old")))
     model, _ = ckpt_lib.load_for_inference(str(tmp_path / "old"))  # inference: loads as before

@@ -127,10 +127,14 @@ def _verbose():
 _HELP_FLAGS = ("--help", "-help", "--helpshort", "--helpfull", "-h", "-?", "--helpxml")
 
 
+def _asked_for_help(argv):
+    return any(a in _HELP_FLAGS for a in (sys.argv if argv is None else argv)[1:])
+
+
 def run(name, main, argv=None):
     """absl's app.run(main) with one-line errors for the user's mistakes (see the module),
     TensorFlow imported quietly first (not for --help, which needs none)."""
-    if not any(a in _HELP_FLAGS for a in (sys.argv if argv is None else argv)[1:]):
+    if not _asked_for_help(argv):
         quiet_tensorflow_import()
     if "verbose" not in flags.FLAGS:
         flags.DEFINE_boolean("verbose", False, "Show the full traceback of an error")
@@ -147,7 +151,7 @@ def run(name, main, argv=None):
             sys.stderr.flush()
             sys.exit(_exit_status(e))
 
-    app.define_help_flags()         # --help, --helpshort, --helpfull
+    app.define_help_flags()         # --help, --helpshort, --helpfull (status 0, not absl's 1)
     # --help lists the main module's flags: the command's are defined in pixelcnn_pp/cli/.
     for module, defined in flags.FLAGS.flags_by_module_dict().items():
         if module.startswith(__name__):
@@ -155,6 +159,8 @@ def run(name, main, argv=None):
                 flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     try:
         argv = flags.FLAGS(sys.argv if argv is None else argv)
+    except SystemExit as e:         # absl printed the help asked for and exits with 1
+        sys.exit(0 if e.code == 1 and _asked_for_help(argv) else e.code)
     except flags.Error as e:        # an unknown flag, a value of the wrong type, ...
         sys.stderr.write(error_line(name, e) + f" (see {name} --help)\n")
         sys.exit(EXIT_USAGE)
