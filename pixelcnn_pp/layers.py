@@ -322,11 +322,11 @@ class GatedResnet(keras.layers.Layer):
         """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
         return self.seed_generator.make_seeds(1)[:, 0]
 
-    def call(self, x, a=None, h=None, training=False, recompute=False, s=None, mask=None):
+    def call(self, x, a=None, h=None, training=False, recompute=False, s=None, valid=None):
         """x: the stream's input; a: the short-cut input, or a list of them (concatenated along
         channels here, as the original's ``tf.concat([u, ul], 3)`` at its call site); h: the
         (B, D) global condition, or None; s: the (B, H, W, Ds) spatial condition features, or
-        None; mask: (1, H, W, 1) 1 at the image's positions and 0 at padding (images whose
+        None; valid: (1, H, W, 1) 1 at the image's positions and 0 at padding (images whose
         sides are not multiples of 4), or None: every activation that reaches a convolution
         is zero at padding, so padding is never seen.
 
@@ -338,18 +338,18 @@ class GatedResnet(keras.layers.Layer):
         seed = self.dropout_seed() if training and self.dropout_p > 0 else None
         if training and recompute:
             return tf.recompute_grad(
-                lambda x, *parts: self._block(x, parts, h, training, seed, s, mask))(x, *parts)
-        return self._block(x, parts, h, training, seed, s, mask)
+                lambda x, *parts: self._block(x, parts, h, training, seed, s, valid))(x, *parts)
+        return self._block(x, parts, h, training, seed, s, valid)
 
-    def _block(self, x, a_parts, h, training, seed, s=None, mask=None):
+    def _block(self, x, a_parts, h, training, seed, s=None, valid=None):
         nl = self.nonlinearity
         c1 = self.conv1(nl(x))
         if a_parts:
             a = tf.concat(a_parts, axis=-1) if len(a_parts) > 1 else a_parts[0]
             c1 = c1 + self.nin_a(nl(a))
         c1 = nl(c1)
-        if mask is not None:
-            c1 = c1 * mask
+        if valid is not None:
+            c1 = c1 * valid
         if seed is not None:
             c1 = dropout(c1, self.dropout_p, seed, self.fast_ops)
         c2 = self.conv2(c1)
@@ -364,4 +364,4 @@ class GatedResnet(keras.layers.Layer):
             out = fast.fused(gate)(x, c2)
         else:
             out = gate(x, c2)
-        return out if mask is None else out * mask
+        return out if valid is None else out * valid

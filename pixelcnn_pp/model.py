@@ -314,7 +314,7 @@ class PixelCNNPP(keras.Model):
 
         def at(r):      # what the blocks at resolution r take besides x and a
             return dict(h=h, training=bool(training), recompute=self.recompute,
-                        s=conds[r], mask=masks[r])
+                        s=conds[r], valid=masks[r])
 
         def masked(t, r):
             return t if masks[r] is None else t * masks[r]
