@@ -322,11 +322,15 @@ def build_model(config, seed=None, fast_ops=False):
     """A model of ``config`` with its weights created (called once on zeros); ``fast_ops``:
     its speed choice (pixelcnn_pp/fast_ops.py)."""
     model = config.build(seed=seed, fast_ops=fast_ops)
-    H, W, C = config.image_shape
-    h = None
+    H, W = config.image_shape[:2]
+    kw = {}
     if config.model == "pixelcnn_pp" and config.num_classes:
-        h = tf.zeros((1, config.num_classes))
-    model(tf.zeros((1, H, W, C)), h=h)
+        kw["h"] = tf.zeros((1, config.num_classes))
+    if config.spatial_channels:       # a 1x1 map: every H, W is a whole multiple of it
+        kw["spatial"] = tf.zeros((1, 1, 1, config.spatial_channels))
+    x = (tf.zeros((1, H, W), tf.int32) if config.num_categories
+         else tf.zeros((1,) + config.image_shape))
+    model(x, **kw)
     return model
 
 

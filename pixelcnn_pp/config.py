@@ -29,7 +29,9 @@ class ModelConfig:
     """Everything needed to rebuild a trained network.
 
     model: "pixelcnn_pp" (this paper) or "pixelcnn" (the masked-convolution baseline).
-    image_shape: (H, W, C) of the training images; C is 3 or 1.
+    image_shape: (H, W, C) of the training images, C 3 or 1; (H, W) of code maps.
+    num_categories: K of a prior over codes in [0, K) (the K-way head), else None.
+    spatial_channels: D of the spatial condition maps (B, Hs, Ws, D), else None.
     The PixelCNN++ fields mirror the original's flags (and its defaults, the paper's
     CIFAR-10 model); num_layers / num_filters are the baseline's.
     """
@@ -44,15 +46,24 @@ class ModelConfig:
     energy_distance: bool = False
     num_layers: int = 15
     num_filters: int = 128
+    num_categories: Optional[int] = None
+    spatial_channels: Optional[int] = None
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         if self.model not in ("pixelcnn_pp", "pixelcnn"):
             raise InvalidInputError(f"model must be 'pixelcnn_pp' or 'pixelcnn', got "
                                     f"{self.model!r}")
-        if len(self.image_shape) != 3 or self.image_shape[2] not in (1, 3):
+        if self.num_categories:
+            if len(self.image_shape) != 2:
+                raise InvalidInputError(f"a prior over codes takes (H, W) code maps; got "
+                                        f"image_shape {self.image_shape}")
+        elif len(self.image_shape) != 3 or self.image_shape[2] not in (1, 3):
             raise InvalidInputError(f"image_shape must be (H, W, 1 or 3), got "
                                     f"{self.image_shape}")
+        if (self.num_categories or self.spatial_channels) and self.model != "pixelcnn_pp":
+            raise InvalidInputError("codes and spatial conditions are for PixelCNN++ "
+                                    "(--model pixelcnn_pp)")
 
     @classmethod
     def for_tf1(cls, image_shape=None, **model_flags):
@@ -66,7 +77,7 @@ class ModelConfig:
 
     @property
     def num_channels(self):
-        return self.image_shape[2]
+        return self.image_shape[2] if len(self.image_shape) == 3 else 1
 
     def build(self, seed=None, fast_ops=False):
         """A fresh, unbuilt keras model of this configuration. ``fast_ops``: its speed
@@ -81,7 +92,8 @@ class ModelConfig:
             nr_logistic_mix=self.nr_logistic_mix, resnet_nonlinearity=self.resnet_nonlinearity,
             dropout_p=self.dropout_p, num_classes=self.num_classes,
             energy_distance=self.energy_distance, num_channels=self.num_channels, seed=seed,
-            fast_ops=fast_ops)
+            fast_ops=fast_ops, num_categories=self.num_categories,
+            spatial_channels=self.spatial_channels)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -128,6 +140,7 @@ class TrainConfig:
     nr_logistic_mix: int = _M.nr_logistic_mix
     resnet_nonlinearity: str = _M.resnet_nonlinearity
     class_conditional: bool = False
+    spatial_conditioning: bool = False
     energy_distance: bool = _M.energy_distance
     num_layers: int = _M.num_layers
     num_filters: int = _M.num_filters
@@ -156,16 +169,24 @@ class TrainConfig:
     input_mutation_rate: float = 0.0
     l2_weight: float = 0.0
 
-    def model_config(self, image_shape, num_labels):
-        """The ModelConfig of this run on a data set of ``image_shape`` images with
-        ``num_labels`` classes (None: unlabelled)."""
+    def model_config(self, loader):
+        """The ModelConfig of this run on the data of ``loader`` (a DataLoader): its image
+        (or code map) shape, labels, number of codes and spatial maps."""
+        num_labels = loader.get_num_labels()
         if self.class_conditional and not num_labels:
             raise UsageError(f"--class_conditional needs a labelled data set; "
                              f"{self.data_set!r} has no labels")
+        spatial = getattr(loader, "get_spatial_shape", lambda: None)()
+        if self.spatial_conditioning and not spatial:
+            raise UsageError(f"--spatial_conditioning needs a data set with spatial maps; "
+                             f"{self.data_set!r} has none")
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)
                   if hasattr(self, f.name)}
-        return ModelConfig(**shared, image_shape=tuple(image_shape),
-                           num_classes=num_labels if self.class_conditional else None)
+        return ModelConfig(
+            **shared, image_shape=tuple(loader.get_observation_size()),
+            num_classes=num_labels if self.class_conditional else None,
+            num_categories=getattr(loader, "get_num_categories", lambda: None)(),
+            spatial_channels=spatial[-1] if self.spatial_conditioning else None)
 
     def validate(self):
         """Raise UsageError naming the flag if a value makes no sense, before anything starts

@@ -49,7 +49,7 @@ def tf1_variables(model):
             out[f"model/{kind}_{counts[kind]}/{v}"] = getattr(layer, v)
         counts[kind] += 1
     for n, blk in enumerate(model.blocks()):
-        if blk.num_classes:
+        if blk.h_dim:
             out[f"model/conditional_weights_{n}/hw"] = blk.hw
     return out
 

@@ -280,14 +280,17 @@ def gate(x, c2):
 class GatedResnet(keras.layers.Layer):
     """Gated residual block (``nn.py: gated_resnet``): x + a * sigmoid(b) with [a, b] = conv(...)
 
-    x: (B, H, W, C); a (optional short-cut input): (B, H, W, Ca); h (optional): (B, K).
-    ``conv_cls`` is DownShiftedConv2D (u stream) or DownRightShiftedConv2D (ul stream); the
-    block is exactly as causal as that conv. ``fast_ops``: its convolutions, dropout and
-    evaluation gate use the versions of ``fast_ops.py``.
+    x: (B, H, W, C); a (optional short-cut input): (B, H, W, Ca); h (optional): (B, D) global
+    condition (one-hot labels: D = num_classes); s (optional): (B, H, W, Ds) spatial condition
+    features at this block's resolution. ``conv_cls`` is DownShiftedConv2D (u stream) or
+    DownRightShiftedConv2D (ul stream); the block is exactly as causal as that conv with
+    respect to x and a. ``fast_ops``: its convolutions, dropout and evaluation gate use the
+    versions of ``fast_ops.py``.
     """
 
     def __init__(self, num_filters, conv_cls, nonlinearity="concat_elu", dropout_p=0.0,
-                 has_a=False, num_classes=None, seed_generator=None, fast_ops=False, **kwargs):
+                 has_a=False, h_dim=None, seed_generator=None, fast_ops=False,
+                 has_spatial=False, **kwargs):
         super().__init__(**kwargs)
         self.num_filters = num_filters
         self.nonlinearity = NONLINEARITIES[nonlinearity]
@@ -298,27 +301,34 @@ class GatedResnet(keras.layers.Layer):
         self.conv1 = conv_cls(num_filters, fast_ops=self.fast_ops)
         self.nin_a = NetworkInNetwork(num_filters) if has_a else None
         self.conv2 = conv_cls(2 * num_filters, init_scale=0.1, fast_ops=self.fast_ops)
-        self.num_classes = num_classes
+        self.h_dim = h_dim
+        # Spatial condition: a weight-normed 1x1 projection added like the class term (not in
+        # the original; the Gated PixelCNN's V*s), scaled as conv2 at init.
+        self.nin_s = NetworkInNetwork(2 * num_filters, init_scale=0.1) if has_spatial else None
 
     def build(self, input_shape):
-        if self.num_classes:
+        if self.h_dim:
             # Conditioning weights: not data-initialised (docs/ORIGINAL.md §1).
             self.hw = self.add_weight(
-                name="hw", shape=(self.num_classes, 2 * self.num_filters),
+                name="hw", shape=(self.h_dim, 2 * self.num_filters),
                 initializer=keras.initializers.RandomNormal(0.0, 0.05))
 
     def sublayers(self):
-        """The weight-normed layers of this block, in the original's creation order."""
-        return [l for l in (self.conv1, self.nin_a, self.conv2) if l is not None]
+        """The weight-normed layers of this block, in the original's creation order (the
+        spatial projection, which the original lacks, last)."""
+        return [l for l in (self.conv1, self.nin_a, self.conv2, self.nin_s) if l is not None]
 
     def dropout_seed(self):
         """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
         return self.seed_generator.make_seeds(1)[:, 0]
 
-    def call(self, x, a=None, h=None, training=False, recompute=False):
+    def call(self, x, a=None, h=None, training=False, recompute=False, s=None, valid=None):
         """x: the stream's input; a: the short-cut input, or a list of them (concatenated along
         channels here, as the original's ``tf.concat([u, ul], 3)`` at its call site); h: the
-        (B, K) one-hot labels of a conditional model, or None.
+        (B, D) global condition, or None; s: the (B, H, W, Ds) spatial condition features, or
+        None; valid: (1, H, W, 1) 1 at the image's positions and 0 at padding (images whose
+        sides are not multiples of 4), or None: every activation that reaches a convolution
+        is zero at padding, so padding is never seen.
 
         recompute (in training): gradient checkpointing, the original's ``checkpoints``
         collection for ``memory_saving_gradients``: only x, the parts of a and h are kept for
@@ -328,24 +338,30 @@ class GatedResnet(keras.layers.Layer):
         seed = self.dropout_seed() if training and self.dropout_p > 0 else None
         if training and recompute:
             return tf.recompute_grad(
-                lambda x, *parts: self._block(x, parts, h, training, seed))(x, *parts)
-        return self._block(x, parts, h, training, seed)
+                lambda x, *parts: self._block(x, parts, h, training, seed, s, valid))(x, *parts)
+        return self._block(x, parts, h, training, seed, s, valid)
 
-    def _block(self, x, a_parts, h, training, seed):
+    def _block(self, x, a_parts, h, training, seed, s=None, valid=None):
         nl = self.nonlinearity
         c1 = self.conv1(nl(x))
         if a_parts:
             a = tf.concat(a_parts, axis=-1) if len(a_parts) > 1 else a_parts[0]
             c1 = c1 + self.nin_a(nl(a))
         c1 = nl(c1)
+        if valid is not None:
+            c1 = c1 * valid
         if seed is not None:
             c1 = dropout(c1, self.dropout_p, seed, self.fast_ops)
         c2 = self.conv2(c1)
         if h is not None:
             hw = tf.cast(self.hw, h.dtype)
             c2 = c2 + tf.cast(tf.matmul(h, hw), c2.dtype)[:, None, None, :]
+        if s is not None:
+            c2 = c2 + self.nin_s(s)
         if self.fast_ops and not training:
             # Deviation (fast_ops): evaluation's gate as one XLA-fused pass (training keeps the
             # plain ops: with its gradient the fused one is slower).
-            return fast.fused(gate)(x, c2)
-        return gate(x, c2)
+            out = fast.fused(gate)(x, c2)
+        else:
+            out = gate(x, c2)
+        return out if valid is None else out * valid

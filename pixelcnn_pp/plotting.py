@@ -66,6 +66,31 @@ def img_tile(imgs, aspect_ratio=1.0, tile_shape=None, border=1, border_color=0):
     return tile
 
 
+def code_colours(num_categories):
+    """(K, 3) uint8: a distinct, fixed colour per code (hues a golden angle apart, in three
+    brightness bands), so that the same code has the same colour in every picture."""
+    k = np.arange(num_categories)
+    hue = (k * 0.6180339887) % 1.0
+    sat = 0.55 + 0.35 * ((k // 3) % 2)
+    val = 0.95 - 0.3 * (k % 3) / 2
+    i = np.floor(hue * 6).astype(int) % 6
+    f = hue * 6 - np.floor(hue * 6)
+    p, q, t = val * (1 - sat), val * (1 - sat * f), val * (1 - sat * (1 - f))
+    table = [(val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q)]
+    rgb = np.stack([np.choose(i, [c[ch] for c in table]) for ch in range(3)], -1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def codes_to_rgb(codes, num_categories, scale=4):
+    """Code maps (N, H, W) ints -> (N, scale*H, scale*W, 3) uint8 pictures: each code a
+    ``scale`` x ``scale`` square of its colour (``code_colours``)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3:
+        raise InvalidInputError(f"codes_to_rgb takes code maps (N, H, W); got {codes.shape}")
+    rgb = code_colours(num_categories)[np.clip(codes, 0, num_categories - 1)]
+    return np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
+
+
 def save_tile(path, images, border=1, border_color=255, max_images=None):
     """Write images as one PNG grid with thin borders (white by default, as the original's).
 

@@ -60,8 +60,8 @@ def test_non_square_images_and_output_shape():
 
 
 @pytest.mark.parametrize("shape,match", [
-    ((2, 10, 12, 3), "divisible by 4"),
-    ((2, 8, 14, 3), "divisible by 4"),
+    ((2, 0, 12, 3), ">= 1"),
+    ((2, 8, 0, 3), ">= 1"),
     ((2, 8, 8, 4), "3-channel"),
     ((2, 8, 8, 1), "3-channel"),
     ((8, 8, 3), r"\(B, H, W, C\)"),

@@ -161,7 +161,6 @@ def test_verbose_shows_the_traceback_and_internal_errors_keep_theirs(tmp_path):
     except ValueError as e:
         assert not cli.is_user_error(e)
     try:
-        tiny_cfg(tmp_path, batch_size=0).model_config((8, 8, 3), None)
         tiny_cfg(tmp_path, batch_size=0).validate()
     except ValueError as e:
         assert cli.is_user_error(e) and isinstance(e, cli.UsageError)

@@ -21,8 +21,8 @@ HELP = {
     # The original's flags.
     "data_dir": "Location for the dataset",
     "save_dir": "Location for parameter checkpoints and samples",
-    "data_set": "demo|cifar|imagenet|imagenet64|mnist|folder, or package.module[:Class] "
-                "naming your own DataLoader",
+    "data_set": "demo|cifar|imagenet|imagenet64|mnist|folder|codes, or "
+                "package.module[:Class] naming your own DataLoader",
     "save_interval": "Every how many epochs to write checkpoint/samples (epoch 0 included)",
     "load_params": "Resume from the checkpoint in save_dir",
     "nr_resnet": "Number of residual blocks per stage",
@@ -30,6 +30,8 @@ HELP = {
     "nr_logistic_mix": "Number of logistic components",
     "resnet_nonlinearity": "Nonlinearity in the gated resnets",
     "class_conditional": "Condition on the labels",
+    "spatial_conditioning": "Condition on the data set's spatial maps (--data_set codes with "
+                            "train_spatial / test_spatial)",
     "energy_distance": "Train with the energy distance",
     "learning_rate": "Base learning rate",
     "lr_decay": "Learning rate decay, applied every step",

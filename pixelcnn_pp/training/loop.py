@@ -21,11 +21,10 @@ from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp import fast_ops
 from pixelcnn_pp.config import TrainConfig
 from pixelcnn_pp.errors import RunError
-from pixelcnn_pp.likelihood import scale_images
 from pixelcnn_pp.optim import PolyakAverage
 from pixelcnn_pp.training import outputs
 from pixelcnn_pp.training.run import setup
-from pixelcnn_pp.training.steps import one_hot_labels
+from pixelcnn_pp.training.steps import model_inputs, one_hot_labels
 
 __all__ = ["train", "resume_or_initialise", "train_epoch", "evaluate", "log_and_save",
            "EpochResult", "learning_rate_at", "NonFiniteLossError"]
@@ -120,12 +119,12 @@ def resume_or_initialise(run):
         ckpt_lib.write_config(cfg.save_dir, run.model_config, dataclasses.asdict(cfg))
     # Data-dependent init on the first init_batch_size images of the shuffled train set,
     # on one device (cross-replica), so its statistics equal a single-device init.
-    batch = run.train_data.next(cfg.init_batch_size)
-    x_init, y_init = batch if cfg.class_conditional else (batch, None)
+    x_init, y_init, s_init = run.split(run.train_data.next(cfg.init_batch_size))
     run.log("initializing the model...")
     with run.strategy.scope():
-        run.model.initialize(scale_images(x_init),
-                             h=one_hot_labels(y_init, run.model_config.num_classes))
+        run.model.initialize(model_inputs(tf.constant(x_init)),
+                             h=one_hot_labels(y_init, run.model_config.num_classes),
+                             spatial=s_init)
         run.averages.reset()  # Deviation: averages start from the data-initialised weights
     # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
     # batch in the same order, so a seed gives the original's batches.
@@ -155,9 +154,9 @@ def train_epoch(run, stop=None):
     n_batches = (len(run.train_data.data) - position) // run.global_batch  # left this epoch
     bar = run.progress(run.global_batch) if run.progress else None
     done = 0
-    for i, (x, y) in enumerate(run.distributed(run.train_data)):
+    for i, batch in enumerate(run.distributed(run.train_data)):     # (x, y) or (x, y, s)
         lr = learning_rate_at(cfg, run.step_now() + 1)
-        loss = float(run.train_step(x, y, tf.constant(lr, tf.float32)))
+        loss = float(run.train_step(*batch[:2], tf.constant(lr, tf.float32), *batch[2:]))
         if not math.isfinite(loss):
             raise NonFiniteLossError(outputs.non_finite_message(
                 loss, run.step_now() + 1, run.ckpt_dir, cfg.learning_rate))
@@ -169,7 +168,7 @@ def train_epoch(run, stop=None):
         images += run.global_batch
         done = i + 1
         if bar:
-            bar(done, n_batches, f"bpd {run.bits_per_dim(loss, run.global_batch):.4f}")
+            bar(done, n_batches, f"{run.unit} {run.bits_per_dim(loss, run.global_batch):.4f}")
         if cfg.max_steps is not None and run.step_now() >= cfg.max_steps:
             ended_by = "max_steps"
             break
@@ -188,8 +187,8 @@ def evaluate(run):
     """Test bits/dim of the whole test split with the Polyak averages, as the original."""
     total, n = 0.0, 0
     with run.averages.swap():
-        for x, y in run.distributed(run.test_data):
-            total += float(run.eval_step(x, y))
+        for batch in run.distributed(run.test_data):
+            total += float(run.eval_step(*batch))
             n += run.global_batch
     if run.cfg.fast_ops:
         fast_ops.freeze_gc()  # Deviation (fast_ops): the traced step out of the GC's walk
@@ -206,8 +205,8 @@ def log_and_save(run, result, test_bpd):
     train_bpd = run.bits_per_dim(result.nats, result.images)
     run.test_bpds.append(test_bpd)
     seconds = result.seconds
-    run.log(f"Iteration {result.epoch}, time = {seconds:.0f}s, train bits_per_dim = "
-            f"{train_bpd:.4f}, test bits_per_dim = {test_bpd:.4f}")
+    run.log(f"Iteration {result.epoch}, time = {seconds:.0f}s, train {run.unit} = "
+            f"{train_bpd:.4f}, test {run.unit} = {test_bpd:.4f}")
     lr_now = learning_rate_at(cfg, step)
     record = {"epoch": result.epoch, "step": step, "train_bpd": train_bpd,
               "test_bpd": test_bpd, "seconds": seconds, "lr": lr_now,
@@ -216,8 +215,8 @@ def log_and_save(run, result, test_bpd):
         outputs.append_metrics(run.metrics_path, record)
     run.written.append(record)
     with run.writer.as_default(step=step):
-        tf.summary.scalar("train/bits_per_dim", train_bpd)
-        tf.summary.scalar("test/bits_per_dim", test_bpd)
+        tf.summary.scalar(f"train/{run.unit}", train_bpd)
+        tf.summary.scalar(f"test/{run.unit}", test_bpd)
         tf.summary.scalar("train/learning_rate", lr_now)
     last = result.ended_by == "max_steps" or run.epoch_now() >= cfg.max_epochs
     if result.epoch % cfg.save_interval == 0 or last:

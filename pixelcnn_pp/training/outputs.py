@@ -72,23 +72,33 @@ def atomic_savez(path, **arrays):
 
 
 def write_samples(run, ep):
-    """num_samples batches of samples with the averaged weights: PNG tile + .npz."""
+    """num_samples batches of samples with the averaged weights: PNG tile + .npz (images;
+    or codes, drawn as colours, conditioned on the test split's first spatial maps)."""
     from pixelcnn_pp import plotting
     cfg, config = run.cfg, run.model_config
     n, K = cfg.batch_size, config.num_classes
-    images = []
+    spatial = None
+    if run.spatial_shape is not None:
+        spatial = run.test_data.spatial[np.arange(n) % len(run.test_data.spatial)]
+    drawn = []
     for k in range(cfg.num_samples):
         # labels arange(n) mod K, as the original
         h = tf.one_hot(np.arange(n) % K, K) if K else None
+        extra = {} if spatial is None else {"spatial": spatial}
         with run.averages.swap():
             x = run.model.sample_images(n, config.image_shape, h=h,
                                         seed=cfg.seed * 100003 + ep * 1009 + k,
-                                        method=cfg.sample_method)
-        images.append(np.asarray(x))
-    u8 = plotting.images_to_uint8(np.concatenate(images))
+                                        method=cfg.sample_method, **extra)
+        drawn.append(np.asarray(x))
+    drawn = np.concatenate(drawn)
     base = os.path.join(cfg.save_dir, f"{cfg.data_set.replace(':', '_')}_sample{ep}")
+    if config.num_categories:
+        atomic_savez(base + ".npz", codes=drawn.astype(np.int32))
+        u8 = plotting.codes_to_rgb(drawn, config.num_categories)
+    else:
+        u8 = plotting.images_to_uint8(drawn)
+        atomic_savez(base + ".npz", images=u8)
     plotting.save_tile(base + ".png", u8[:100])
-    atomic_savez(base + ".npz", images=u8)
     with run.writer.as_default(step=ep):
         tf.summary.image("samples", u8[:16].astype(np.float32) / 255.0, max_outputs=16)
     run.log(f"wrote {len(u8)} samples to {base}.png / .npz")

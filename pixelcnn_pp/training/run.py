@@ -16,7 +16,7 @@ from pixelcnn_pp.data import make_loader
 from pixelcnn_pp.errors import InvalidInputError, UsageError
 from pixelcnn_pp.likelihood import bits_per_dim
 from pixelcnn_pp.optim import Adam, PolyakAverage
-from pixelcnn_pp.training.steps import distribute_batches, make_steps
+from pixelcnn_pp.training.steps import distribute_batches, make_steps, split_batch
 
 __all__ = ["Run", "setup", "make_strategy"]
 
@@ -156,9 +156,23 @@ class Run:
     def bits_per_dim(self, nats, images):
         return bits_per_dim(nats, images, self.image_shape) if images else float("nan")
 
+    @property
+    def unit(self):
+        """What the NLL is reported in: bits per sub-pixel, or per code of a code map."""
+        return "bits_per_code" if self.model_config.num_categories else "bits_per_dim"
+
+    @property
+    def spatial_shape(self):
+        """(Hs, Ws, D) of the spatial condition maps, or None."""
+        return self.train_data.get_spatial_shape() if self.cfg.spatial_conditioning else None
+
+    def split(self, batch):
+        """A loader's batch -> (x, y or None, s or None)."""
+        return split_batch(batch, self.cfg.class_conditional, self.cfg.spatial_conditioning)
+
     def distributed(self, batches):
         return distribute_batches(self.strategy, batches, self.image_shape, self.global_batch,
-                                  self.cfg.class_conditional)
+                                  self.cfg.class_conditional, self.spatial_shape)
 
     def save_checkpoint(self):
         # Verified before older checkpoints go (pixelcnn_pp/checkpoint.py); a failed save
@@ -183,14 +197,13 @@ def setup(cfg, log=None, progress=None):
     import keras
     keras.utils.set_random_seed(cfg.seed)  # python, numpy, TF and Keras's initializers
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    labels = cfg.class_conditional
+    asked = dict(return_labels=cfg.class_conditional, strict_images=cfg.strict_images,
+                 return_spatial=cfg.spatial_conditioning)
     train_data = make_loader(cfg.data_set, cfg.data_dir, "train", global_batch,
-                             rng=np.random.RandomState(cfg.seed), shuffle=True,
-                             return_labels=labels, strict_images=cfg.strict_images)
+                             rng=np.random.RandomState(cfg.seed), shuffle=True, **asked)
     test_data = make_loader(cfg.data_set, cfg.data_dir, "test", global_batch, shuffle=False,
-                            return_labels=labels, strict_images=cfg.strict_images)
-    model_config = cfg.model_config(tuple(train_data.get_observation_size()),
-                                    train_data.get_num_labels())
+                            **asked)
+    model_config = cfg.model_config(train_data)
     resume_path = _checkpoint_to_resume(cfg, model_config, chief)
 
     with strategy.scope():

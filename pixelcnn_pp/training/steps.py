@@ -7,7 +7,7 @@ import tensorflow as tf
 from pixelcnn_pp.likelihood import scale_images
 from pixelcnn_pp.scoring import mutate_inputs
 
-__all__ = ["one_hot_labels", "make_steps", "distribute_batches"]
+__all__ = ["one_hot_labels", "model_inputs", "make_steps", "split_batch", "distribute_batches"]
 
 
 def one_hot_labels(y, num_classes):
@@ -15,15 +15,21 @@ def one_hot_labels(y, num_classes):
     return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
 
 
+def model_inputs(x):
+    """A batch as the model takes it: uint8 images -> float32 in [-1, 1]; codes stay ints."""
+    return scale_images(x) if x.dtype == tf.uint8 else x
+
+
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
                jit_compile=False, input_mutation_rate=0.0, l2_weight=0.0, mutation_seed=0):
     """The compiled training and evaluation steps of train() (benchmarks time these).
 
-    ``train_step(x, y, lr)``: uint8 images and int labels (per replica, from
-    ``distribute_batches``) and the learning rate -> the objective summed over the global
+    ``train_step(x, y, lr, s=None)``: uint8 images (or int32 code maps), int labels and
+    spatial condition maps s (per replica, from ``distribute_batches``; s only for a model
+    with a spatial condition) and the learning rate -> the objective summed over the global
     batch (float32, nats). On every replica: forward with dropout, backward, then the
     optimizer's update (gradients summed over replicas) and the Polyak averages.
-    ``eval_step(x, y)``: the summed objective with ``training=False``.
+    ``eval_step(x, y, s=None)``: the summed objective with ``training=False``.
 
     jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
@@ -37,10 +43,10 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     Speed choices (pixelcnn_pp/fast_ops.py) are the model's, the optimizer's and the
     averages' own, made when they were built.
     """
-    def loss_and_grads(x, y):
-        x = scale_images(x)
+    def loss_and_grads(x, y, s):
+        x = model_inputs(x)
         with tf.GradientTape() as tape:
-            out = model(x, h=one_hot_labels(y, num_classes), training=True)
+            out = model(x, h=one_hot_labels(y, num_classes), spatial=s, training=True)
             loss = objective(x, out)                  # summed over this replica's images
             total = loss
             if l2_weight:   # replicas' gradients are summed: each adds its share of the L2
@@ -50,15 +56,16 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
             scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
         return loss, tape.gradient(scaled, model.trainable_variables)
 
-    def eval_loss(x, y):
-        x = scale_images(x)
-        return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False))
+    def eval_loss(x, y, s=None):
+        x = model_inputs(x)
+        return objective(x, model(x, h=one_hot_labels(y, num_classes), spatial=s,
+                                  training=False))
 
     if jit_compile:
         loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
         eval_loss = tf.function(eval_loss, jit_compile=True, autograph=False)
 
-    def replica_train_step(x, y, lr):
+    def replica_train_step(x, y, lr, s=None):
         if input_mutation_rate:
             ctx = tf.distribute.get_replica_context()
             seed = tf.random.experimental.stateless_fold_in(
@@ -68,7 +75,7 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
             x = mutate_inputs(x, input_mutation_rate, seed)
         # Deviation: gradients first, then Adam's update, then the averages, in that order;
         # the original's train op groups them unordered (a race, docs/ORIGINAL.md §4).
-        loss, grads = loss_and_grads(x, y)
+        loss, grads = loss_and_grads(x, y, s)
         optimizer.learning_rate.assign(lr)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce: SUM
         averages.update()
@@ -77,29 +84,47 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     # autograph=False: the steps are plain TF (Python branches only on static values), and
     # AutoGraph's source re-reading is slow and fragile.
     @tf.function(autograph=False)
-    def train_step(x, y, lr):
-        losses = strategy.run(replica_train_step, args=(x, y, lr))
+    def train_step(x, y, lr, s=None):
+        args = (x, y, lr) if s is None else (x, y, lr, s)
+        losses = strategy.run(replica_train_step, args=args)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     @tf.function(autograph=False)
-    def eval_step(x, y):
-        losses = strategy.run(eval_loss, args=(x, y))
+    def eval_step(x, y, s=None):
+        losses = strategy.run(eval_loss, args=(x, y) if s is None else (x, y, s))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     return train_step, eval_step
 
 
-def distribute_batches(strategy, batches, image_shape, global_batch, with_labels):
-    """numpy batches (x, or (x, y) when with_labels) -> a prefetched distributed tf.data
-    pipeline of (uint8 x, int32 y) split across the replicas (y is zeros without labels)."""
-    H, W, C = image_shape
+def split_batch(batch, with_labels, with_spatial):
+    """A loader's batch (x; (x, y); (x, s); (x, y, s)) -> (x, y or None, s or None)."""
+    if not (with_labels or with_spatial):
+        return batch, None, None
+    x, rest = batch[0], list(batch[1:])
+    y = rest.pop(0) if with_labels else None
+    return x, y, (rest.pop(0) if with_spatial else None)
+
+
+def distribute_batches(strategy, batches, image_shape, global_batch, with_labels,
+                       spatial_shape=None):
+    """numpy batches (as ``split_batch`` reads them) -> a prefetched distributed tf.data
+    pipeline of (x, int32 y) or, with ``spatial_shape`` (Hs, Ws, D), (x, y, float32 s), split
+    across the replicas: x uint8 images (H, W, C) or int32 code maps (H, W) by
+    ``image_shape``; y zeros without labels."""
+    codes = len(image_shape) == 2
 
     def gen():
         for b in batches:
-            x, y = b if with_labels else (b, np.zeros(len(b), np.int32))
-            yield x, y.astype(np.int32)
+            x, y, s = split_batch(b, with_labels, spatial_shape is not None)
+            y = np.zeros(len(x), np.int32) if y is None else y.astype(np.int32)
+            x = x.astype(np.int32) if codes else x
+            yield (x, y) if s is None else (x, y, s.astype(np.float32))
 
-    ds = tf.data.Dataset.from_generator(gen, output_signature=(
-        tf.TensorSpec((global_batch, H, W, C), tf.uint8),
-        tf.TensorSpec((global_batch,), tf.int32))).prefetch(2)
+    signature = (tf.TensorSpec((global_batch,) + tuple(image_shape),
+                               tf.int32 if codes else tf.uint8),
+                 tf.TensorSpec((global_batch,), tf.int32))
+    if spatial_shape is not None:
+        signature += (tf.TensorSpec((global_batch,) + tuple(spatial_shape), tf.float32),)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=signature).prefetch(2)
     return strategy.experimental_distribute_dataset(ds)
