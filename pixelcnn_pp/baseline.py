@@ -14,12 +14,17 @@ layer: features of the same group, which already exclude that sub-pixel, may flo
 Each sub-pixel gets a 256-way softmax over its 8-bit value; ``softmax_log_prob`` is its
 likelihood (the model's ``objective``, ``nll_per_image`` and ``subpixel_log_prob`` sum it as
 PixelCNNPP's do theirs) and ``sample`` draws images exactly, one network pass per sub-pixel.
+
+As a prior over discrete codes (``num_categories=K``; the model class of keras.io's VQ-VAE
+prior), a code map (B, H, W) of ints in [0, K) is one "channel": a single colour group, the
+codes one-hot into the mask-A conv, and K logits per position, under the cross-entropy.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 from pixelcnn_pp.errors import InvalidInputError
+from pixelcnn_pp.likelihood import categorical_log_prob, categorical_loss
 
 __all__ = ["causal_mask", "MaskedConv2D", "PixelCNN", "softmax_log_prob", "sample"]
 
@@ -120,24 +125,40 @@ class PixelCNN(keras.Model):
       relu, 1x1 conv mask B; relu, 1x1 conv mask B               (B, H, W, C*256)
       reshape                                                    (B, H, W, C, 256)
 
+    With ``num_categories=K``, over code maps: one-hot codes (B, H, W, K) into the mask-A
+    conv, every mask with a single group, and the last conv gives (B, H, W, K) logits.
+
     Args:
       num_layers: mask-B layers after the first: residual blocks (``residual=True``, each
         with one 3x3 conv) or plain 3x3 convs with ReLU.
       num_filters: feature maps F of the main stack (the paper's 2h); at least 2C.
-      num_channels: 3 (RGB) or 1 (grayscale).
+      num_channels: 3 (RGB) or 1 (grayscale); default 3, and 1 (the only value allowed)
+        for codes.
       residual: residual blocks (default) or a plain stack of 3x3 convs.
       fast_ops: accepted and kept as ``self.fast_ops`` so that callers treat both models
         alike; the baseline has no fast paths.
+      num_categories: K for a prior over discrete codes in [0, K), else None (images).
 
     Call: ``model(x, training=False)``, x (B, H, W, C) float32 in [-1, 1] (any H, W);
-    returns logits (B, H, W, C, 256). ``training`` changes nothing (no dropout).
+    returns logits (B, H, W, C, 256); for codes x (B, H, W) ints, logits (B, H, W, K).
+    ``training`` changes nothing (no dropout).
 
     Implements ``interface.AutoregressiveModel``, as PixelCNNPP does.
     """
 
-    def __init__(self, num_layers=15, num_filters=128, num_channels=3, residual=True,
-                 fast_ops=False, **kwargs):
+    def __init__(self, num_layers=15, num_filters=128, num_channels=None, residual=True,
+                 fast_ops=False, num_categories=None, **kwargs):
         super().__init__(**kwargs)
+        if num_categories is not None:
+            if int(num_categories) < 2:
+                raise InvalidInputError(f"num_categories must be >= 2 (codes in [0, K)); got "
+                                        f"{num_categories}")
+            if num_channels not in (None, 1):
+                raise InvalidInputError(f"a prior over codes has one channel (a code per "
+                                        f"position): drop num_channels={num_channels}")
+            num_channels = 1
+        elif num_channels is None:
+            num_channels = 3
         if num_channels not in (1, 3):
             raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
         if num_filters < 2 * num_channels:
@@ -146,6 +167,7 @@ class PixelCNN(keras.Model):
         self.num_layers = int(num_layers)
         self.num_filters = F = int(num_filters)
         self.num_channels = C = int(num_channels)
+        self.num_categories = int(num_categories) if num_categories is not None else None
         self.num_classes = None       # unconditional
         self.rng = None               # no dropout: no generator to checkpoint
         self.fast_ops = bool(fast_ops)  # nothing to speed up: the same ops either way
@@ -157,7 +179,7 @@ class PixelCNN(keras.Model):
             setattr(self, f"block_{i}",
                     ResidualBlock(F, C) if self.residual else MaskedConv2D(F, 3, "B", C))
         self.conv_out1 = MaskedConv2D(F, 1, "B", C)
-        self.conv_out2 = MaskedConv2D(C * 256, 1, "B", C)
+        self.conv_out2 = MaskedConv2D(self.num_categories or C * 256, 1, "B", C)
 
     @property
     def blocks(self):
@@ -168,14 +190,22 @@ class PixelCNN(keras.Model):
         if h is not None:
             raise InvalidInputError("this PixelCNN is unconditional; got h")
         x = tf.convert_to_tensor(x)
-        if x.shape.rank != 4 or x.shape[-1] != self.num_channels:
+        if self.num_categories:
+            if x.shape.rank != 3 or not x.dtype.is_integer:
+                raise InvalidInputError(f"this PixelCNN is a prior over codes (num_categories="
+                                        f"{self.num_categories}): x must be (B, H, W) integer "
+                                        f"codes; got {x.dtype.name} {x.shape}")
+            x = tf.one_hot(tf.cast(x, tf.int32), self.num_categories)   # (B, H, W, K)
+        elif x.shape.rank != 4 or x.shape[-1] != self.num_channels:
             raise InvalidInputError(f"PixelCNN(num_channels={self.num_channels}) expects images of "
                              f"shape (B, H, W, {self.num_channels}); got {x.shape}")
         y = self.conv_in(tf.cast(x, self.compute_dtype))          # (B, H, W, F)
         for blk in self.blocks:
             y = blk(y) if self.residual else tf.nn.relu(blk(y))
         y = self.conv_out1(tf.nn.relu(y))
-        y = self.conv_out2(tf.nn.relu(y))                        # (B, H, W, C*256)
+        y = self.conv_out2(tf.nn.relu(y))                        # (B, H, W, C*256 or K)
+        if self.num_categories:
+            return tf.cast(y, tf.float32)                         # (B, H, W, K)
         # Output feature k is in colour group k // 256 (channel_groups), hence this reshape.
         shape = tf.concat([tf.shape(y)[:3], [self.num_channels, 256]], 0)
         return tf.cast(tf.reshape(y, shape), tf.float32)          # (B, H, W, C, 256)
@@ -190,16 +220,24 @@ class PixelCNN(keras.Model):
 
     def objective(self, x, out):
         """The training objective: the negative log-likelihood under the 256-way softmax
-        summed over the batch, in nats (float32). x (B, H, W, C), out (B, H, W, C, 256)."""
+        summed over the batch, in nats (float32). x (B, H, W, C), out (B, H, W, C, 256); for
+        codes the cross-entropy of x (B, H, W) under out (B, H, W, K)."""
+        if self.num_categories:
+            return categorical_loss(x, out)
         return -tf.reduce_sum(softmax_log_prob(x, out))
 
     def nll_per_image(self, x, out):
-        """(B,) negative log-likelihood of each image, nats. Bits/dim:
+        """(B,) negative log-likelihood of each image (or code map), nats. Bits/dim:
         ``likelihood.bits_per_dim``."""
+        if self.num_categories:
+            return categorical_loss(x, out, sum_all=False)
         return -tf.reduce_sum(softmax_log_prob(x, out), axis=[1, 2, 3])
 
     def subpixel_log_prob(self, x, out):
-        """(B, H, W, C) log p of each sub-pixel given all before it, nats."""
+        """(B, H, W, C) log p of each sub-pixel given all before it, nats; (B, H, W) of each
+        code for a prior over codes."""
+        if self.num_categories:
+            return categorical_log_prob(x, out)
         return softmax_log_prob(x, out)
 
     def sample_images(self, batch_size, image_shape, h=None, seed=0, method=None,
@@ -238,6 +276,9 @@ def sample(model, batch_size, image_shape, h=None, seed=0):
     """
     if h is not None:
         raise InvalidInputError("this PixelCNN is unconditional; got h")
+    if model.num_categories:
+        raise InvalidInputError("the baseline does not sample code maps yet (its sampler "
+                                "draws images); sample from a PixelCNNPP prior instead")
     H, W, C = (int(s) for s in image_shape)
     if C != model.num_channels:
         raise InvalidInputError(f"the model draws {model.num_channels}-channel images; got "

@@ -355,3 +355,99 @@ def test_bad_arguments():
     m = PixelCNN(num_layers=1, num_filters=6, num_channels=3)
     with pytest.raises(ValueError):
         m(tf.zeros((1, 4, 4, 1)))
+
+
+# ---------------------------------------------------------------------------- codes
+def make_code_model(K=3, num_layers=2, num_filters=12, residual=True, seed=0, hw=(4, 4)):
+    """A tiny built K-way PixelCNN with far-from-uniform logits (as make_model)."""
+    keras.utils.set_random_seed(seed)
+    m = PixelCNN(num_layers=num_layers, num_filters=num_filters, residual=residual,
+                 num_categories=K)
+    m.initialize(tf.zeros((1,) + hw, tf.int32))
+    rng = np.random.RandomState(seed)
+    m.conv_out2.bias.assign(rng.normal(0, 2.0, m.conv_out2.bias.shape).astype(np.float32))
+    m.conv_out2.kernel.assign(m.conv_out2.kernel * 4.0)
+    return m
+
+
+def test_codes_shapes_and_one_group():
+    m = make_code_model(K=5)
+    codes = np.random.RandomState(0).randint(0, 5, (2, 4, 4)).astype(np.int32)
+    out = m(codes)
+    assert out.shape == (2, 4, 4, 5) and out.dtype == tf.float32
+    assert m.num_channels == 1 and m.num_categories == 5
+    assert m.conv_in.kernel.shape == (7, 7, 5, 12)                # K one-hot inputs
+    # Mask A on codes: one group, so the centre tap is closed for every input and output.
+    assert not m.conv_in.kernel_mask[3, 3].any() and m.conv_in.kernel_mask[3, 2].all()
+    assert m.subpixel_log_prob(codes, out).shape == (2, 4, 4)
+    assert m.nll_per_image(codes, out).shape == (2,)
+    with pytest.raises(ValueError):
+        m(tf.zeros((1, 4, 4, 1)))                                   # images, not codes
+    with pytest.raises(ValueError):
+        PixelCNN(num_categories=4, num_channels=3)
+    with pytest.raises(ValueError):
+        PixelCNN(num_categories=1)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_causality_codes_by_perturbation(residual):
+    """Changing the code at (i, j) leaves the logits at (i, j) and every position before it
+    unchanged, and changes some position after it."""
+    K, H, W = 4, 4, 5
+    m = make_code_model(K=K, residual=residual, hw=(H, W))
+    rng = np.random.RandomState(1)
+    base = rng.randint(0, K, (3, H, W)).astype(np.int32)
+    out = m(base).numpy()
+    order = np.arange(H * W).reshape(H, W)
+    for i in range(H):
+        for j in range(W):
+            x = base.copy()
+            x[:, i, j] = (x[:, i, j] + 1 + rng.randint(0, K - 1, 3)) % K   # another code
+            diff = np.abs(m(x).numpy() - out).max(axis=-1)           # (3, H, W)
+            before = order <= order[i, j]
+            assert diff[:, before].max() == 0.0, (i, j)
+            if order[i, j] < H * W - 1:
+                # The nearest later positions always see (i, j): right and below.
+                assert diff[:, ~before].max() > 0.0, (i, j)
+                if j + 1 < W:
+                    assert diff[:, i, j + 1].max() > 0.0, (i, j)
+                if i + 1 < H:
+                    assert diff[:, i + 1, j].max() > 0.0, (i, j)
+
+
+def test_codes_joint_sums_to_one():
+    """Over all 3^4 code maps of a 2x2 map with K = 3, exp(-NLL) sums to 1."""
+    K = 3
+    m = make_code_model(K=K, hw=(2, 2))
+    maps = np.array(np.meshgrid(*[np.arange(K)] * 4, indexing="ij")).reshape(4, -1).T
+    maps = maps.reshape(-1, 2, 2).astype(np.int32)                      # (81, 2, 2)
+    nll = m.nll_per_image(maps, m(maps)).numpy().astype(np.float64)
+    assert len({tuple(r) for r in maps.reshape(81, 4)}) == 81          # every map once
+    assert nll.std() > 0.5                                               # far from uniform
+    np.testing.assert_allclose(np.exp(-nll).sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(m.objective(maps, m(maps)).numpy(), nll.sum(), rtol=1e-5)
+
+
+def test_codes_training_lowers_the_loss():
+    keras.utils.set_random_seed(0)
+    K = 4
+    m = PixelCNN(num_layers=1, num_filters=12, num_categories=K)
+    # Structured codes: each row repeats one code, so all but the first column is predictable.
+    rows = np.random.RandomState(0).randint(0, K, (8, 4, 1))
+    x = tf.constant(np.repeat(rows, 4, axis=2).astype(np.int32))
+    m.initialize(x)
+    opt = optim.Adam(learning_rate=1e-2)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            nll = m.objective(x, m(x, training=True))
+        opt.apply_gradients(zip(tape.gradient(nll, m.trainable_weights), m.trainable_weights))
+        return nll
+
+    before = float(m.objective(x, m(x)))
+    for _ in range(40):
+        step()
+    after = float(m.objective(x, m(x)))
+    assert math.isfinite(after) and after < 0.5 * before, (before, after)
+    np.testing.assert_allclose(bits_per_dim(before, 8, (4, 4)), math.log2(K), rtol=0.2)
