@@ -267,7 +267,9 @@ def softmax_log_prob(x, logits):
 
 # ---------------------------------------------------------------------------- sampling
 def sample(model, batch_size, image_shape, h=None, seed=0):
-    """Exact ancestral sampling: (batch_size, H, W, C) float32 in [-1, 1] on the 8-bit grid.
+    """Exact ancestral sampling: (batch_size, H, W, C) float32 in [-1, 1] on the 8-bit grid;
+    for a prior over codes (image_shape (H, W)), (batch_size, H, W) int32 codes, position t
+    drawn as sub-pixel t is.
 
     Starting from zeros, sub-pixels are drawn in raster order and R, G, B order, one full
     network pass each (H*W*C passes), all inside one tf.function. Sub-pixel number t draws
@@ -276,14 +278,17 @@ def sample(model, batch_size, image_shape, h=None, seed=0):
     """
     if h is not None:
         raise InvalidInputError("this PixelCNN is unconditional; got h")
+    seed = tf.constant([seed, 0] if np.ndim(seed) == 0 else seed, tf.int64)
     if model.num_categories:
-        raise InvalidInputError("the baseline does not sample code maps yet (its sampler "
-                                "draws images); sample from a PixelCNNPP prior instead")
+        if len(image_shape) != 2:
+            raise InvalidInputError(f"a prior over codes draws (H, W) code maps; got "
+                                    f"image_shape {tuple(image_shape)}")
+        H, W = (int(s) for s in image_shape)
+        return _sample_codes_loop(model, int(batch_size), H, W, seed)
     H, W, C = (int(s) for s in image_shape)
     if C != model.num_channels:
         raise InvalidInputError(f"the model draws {model.num_channels}-channel images; got "
                          f"image_shape {tuple(image_shape)}")
-    seed = tf.constant([seed, 0] if np.ndim(seed) == 0 else seed, tf.int64)
     return _sample_loop(model, int(batch_size), H, W, C, seed)
 
 
@@ -305,3 +310,19 @@ def _sample_loop(model, batch_size, H, W, C, seed):
 
     x0 = tf.zeros([batch_size, H, W, C], tf.float32)
     return tf.while_loop(lambda t, x: t < H * W * C, body, [tf.constant(0), x0])[1]
+
+
+@tf.function
+def _sample_codes_loop(model, batch_size, H, W, seed):
+    """The H*W-pass loop over code maps, as ``_sample_loop`` over sub-pixels."""
+
+    def body(t, x):
+        i, j = t // W, t % W
+        logits = model(x, training=False)[:, i, j]                     # (B, K)
+        s = tf.random.experimental.stateless_fold_in(seed, tf.cast(t, tf.int64))
+        v = tf.random.stateless_categorical(logits, 1, seed=s, dtype=tf.int32)[:, 0]
+        where = tf.cast(tf.one_hot(i, H)[:, None] * tf.one_hot(j, W)[None, :], tf.int32)
+        return t + 1, x * (1 - where) + v[:, None, None] * where
+
+    x0 = tf.zeros([batch_size, H, W], tf.int32)
+    return tf.while_loop(lambda t, x: t < H * W, body, [tf.constant(0), x0])[1]

@@ -451,3 +451,40 @@ def test_codes_training_lowers_the_loss():
     after = float(m.objective(x, m(x)))
     assert math.isfinite(after) and after < 0.5 * before, (before, after)
     np.testing.assert_allclose(bits_per_dim(before, 8, (4, 4)), math.log2(K), rtol=0.2)
+
+
+def test_codes_sampling_matches_a_naive_loop_and_is_seeded():
+    K, H, W = 4, 2, 3
+    m = make_code_model(K=K, hw=(H, W))
+    seed = tf.constant([5, 0], tf.int64)
+    x = np.zeros((6, H, W), np.int32)
+    for t in range(H * W):
+        logits = m(x)[:, t // W, t % W]
+        s = tf.random.experimental.stateless_fold_in(seed, tf.constant(t, tf.int64))
+        x[:, t // W, t % W] = tf.random.stateless_categorical(logits, 1, s)[:, 0].numpy()
+    got = sample(m, 6, (H, W), seed=5).numpy()
+    assert got.shape == (6, H, W) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, x)
+    assert not np.array_equal(got, sample(m, 6, (H, W), seed=6).numpy())
+    assert got.min() >= 0 and got.max() < K
+    with pytest.raises(ValueError):
+        sample(m, 1, (H, W, 1))
+
+
+def test_codes_sampling_is_exact():
+    """1x2 maps: the pair's frequencies match the model's joint (chi-square)."""
+    K = 3
+    m = make_code_model(K=K, hw=(1, 2))
+    # Steepen the output layer so that the second code leans on the first (as in
+    # test_sampling_is_exact; the first code's logits are the output biases alone).
+    m.conv_out2.kernel.assign(m.conv_out2.kernel * 300.0)
+    maps = np.array([[[a, b]] for a in range(K) for b in range(K)], np.int32)  # (9, 1, 2)
+    joint = np.exp(-m.nll_per_image(maps, m(maps)).numpy().astype(np.float64))
+    joint /= joint.sum()
+    drawn = sample(m, 20000, (1, 2), seed=3).numpy()[:, 0]
+    counts = np.bincount(drawn[:, 0] * K + drawn[:, 1], minlength=K * K)
+    ok, stat, crit = chi_square_ok(counts, joint)
+    assert ok, (stat, crit)
+    # Power: the second code drawn without conditioning on the first would fail.
+    indep = np.outer(joint.reshape(K, K).sum(1), joint.reshape(K, K).sum(0)).ravel()
+    assert not chi_square_ok(counts, indep)[0]
