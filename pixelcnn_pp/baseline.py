@@ -17,7 +17,8 @@ PixelCNNPP's do theirs) and ``sample`` draws images exactly, one network pass pe
 
 As a prior over discrete codes (``num_categories=K``; the model class of keras.io's VQ-VAE
 prior), a code map (B, H, W) of ints in [0, K) is one "channel": a single colour group, the
-codes one-hot into the mask-A conv, and K logits per position, under the cross-entropy.
+codes one-hot into the mask-A conv, and K logits per position, under the cross-entropy;
+``sample`` draws code maps one pass per position.
 """
 
 import keras
