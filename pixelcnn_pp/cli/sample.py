@@ -39,6 +39,12 @@ flags.DEFINE_string("complete", None, "complete images instead of sampling new o
                     "model's H,W,C; writes a grid (original, kept part, --num_samples "
                     "completions per image) and the .npz of all completions")
 flags.DEFINE_integer("given_rows", None, "--complete: top rows kept (default: half)")
+flags.DEFINE_float("temperature", 1.0, "divides the logits of a prior over codes; for images, "
+                   "divides the mixture weights' logits and scales each logistic by it "
+                   "(< 1: closer to the likeliest values)")
+flags.DEFINE_string("spatial", None, "a model with a spatial condition: an .npz whose "
+                    "'spatial' array (N, Hs, Ws, D) holds one map per sample (default: the "
+                    "test split's maps of the data set the save_dir was trained on)")
 
 
 def _image_shape():
@@ -48,9 +54,38 @@ def _image_shape():
         shape = tuple(int(s) for s in F.image_shape)
     except ValueError:
         shape = ()
-    if len(shape) != 3:
-        raise cli.UsageError(f"--image_shape must be H,W,C; got {','.join(F.image_shape)}")
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise cli.UsageError(f"--image_shape must be H,W,C (H,W for code maps); got "
+                             f"{','.join(F.image_shape)}")
     return shape
+
+
+def _spatial_maps(config, n):
+    """n spatial maps for a model with a spatial condition: --spatial's, or the test split's
+    of the save_dir's data set (cycled); None for other models."""
+    import numpy as np
+    if not config.spatial_channels:
+        if F.spatial:
+            raise cli.UsageError("--spatial: this model takes no spatial map")
+        return None
+    if F.spatial:
+        try:
+            with np.load(F.spatial) as f:
+                maps = f["spatial"]
+        except (OSError, KeyError, ValueError) as e:
+            raise cli.UsageError(f"--spatial {F.spatial}: not an .npz with a 'spatial' array "
+                                 f"({e})") from e
+        what = F.spatial
+    else:
+        from pixelcnn_pp import checkpoint
+        from pixelcnn_pp.data import make_loader
+        if not F.save_dir:
+            raise cli.UsageError("give --spatial: the maps to condition on")
+        data_set, data_dir = checkpoint.data_source(F.save_dir)
+        maps = make_loader(data_set, data_dir, "test", 1, return_spatial=True).spatial
+        what = f"the test split of {data_set!r} ({data_dir})"
+    print(f"conditioning on {min(n, len(maps))} spatial map(s) of {what}")
+    return np.asarray(maps, np.float32)[np.arange(n) % len(maps)]
 
 
 def _main(argv):
@@ -60,6 +95,8 @@ def _main(argv):
     source = cli.model_source(F, shape)      # checks the model flags
     if F.given_rows is not None and not F.complete:
         raise cli.UsageError("--given_rows is for --complete (the images to complete)")
+    if not F.temperature > 0 or F.temperature == float("inf"):
+        raise cli.UsageError(f"--temperature must be a number > 0; got {F.temperature}")
     if F.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
@@ -81,9 +118,11 @@ def _main(argv):
         return
     images, _ = sample_files.sample_to_files(
         model, F.out, F.num_samples, F.batch_size, shape, labels=labels, seed=F.seed,
-        method=F.method, jit_compile=jit, progress=bar)
-    print(f"wrote {F.out} and {F.out[:-4]}.npz: {len(images)} images "
-          f"{shape[0]}x{shape[1]}x{shape[2]}")
+        method=F.method, jit_compile=jit, progress=bar,
+        spatial=_spatial_maps(config, F.num_samples), temperature=F.temperature)
+    what = "code maps" if config.num_categories else "images"
+    print(f"wrote {F.out} and {F.out[:-4]}.npz: {len(images)} {what} "
+          f"{'x'.join(str(s) for s in shape)}")
 
 
 def main(argv=None):
