@@ -1,4 +1,5 @@
-"""The model-size flags every benchmark takes (default: the full CIFAR-10 model, 32x32, batch 16)."""
+"""The model-size flags every benchmark takes (default: the full CIFAR-10 model, 32x32,
+batch 16)."""
 
 from absl import flags
 

@@ -252,7 +252,8 @@ def main(argv):
         "warmup_seconds": round(warmup_s, 2),
         "python_gc_seconds": [round(t, 2) for t in gc_timer.seconds],
         "gc_freeze": F.gc_freeze,
-        "bits_per_dim_last_step": round(losses[-1] / (np.log(2) * np.prod(shape) * global_batch), 4),
+        "bits_per_dim_last_step": round(
+            losses[-1] / (np.log(2) * np.prod(shape) * global_batch), 4),
         "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
         "nr_logistic_mix": F.nr_logistic_mix, "image_size": F.image_size,
         "batch_size": F.batch_size, "replicas": replicas, "global_batch": global_batch,

@@ -161,10 +161,11 @@ class PixelCNN(keras.Model):
         elif num_channels is None:
             num_channels = 3
         if num_channels not in (1, 3):
-            raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got {num_channels}")
+            raise InvalidInputError(f"num_channels must be 1 (grayscale) or 3 (RGB); got "
+                                    f"{num_channels}")
         if num_filters < 2 * num_channels:
-            raise InvalidInputError(f"num_filters must be at least {2 * num_channels} so that every "
-                             f"colour group has feature maps; got {num_filters}")
+            raise InvalidInputError(f"num_filters must be at least {2 * num_channels} so that "
+                                    f"every colour group has feature maps; got {num_filters}")
         self.num_layers = int(num_layers)
         self.num_filters = F = int(num_filters)
         self.num_channels = C = int(num_channels)
@@ -199,7 +200,7 @@ class PixelCNN(keras.Model):
             x = tf.one_hot(tf.cast(x, tf.int32), self.num_categories)   # (B, H, W, K)
         elif x.shape.rank != 4 or x.shape[-1] != self.num_channels:
             raise InvalidInputError(f"PixelCNN(num_channels={self.num_channels}) expects images of "
-                             f"shape (B, H, W, {self.num_channels}); got {x.shape}")
+                                    f"shape (B, H, W, {self.num_channels}); got {x.shape}")
         y = self.conv_in(tf.cast(x, self.compute_dtype))          # (B, H, W, F)
         for blk in self.blocks:
             y = blk(y) if self.residual else tf.nn.relu(blk(y))
@@ -289,7 +290,7 @@ def sample(model, batch_size, image_shape, h=None, seed=0):
     H, W, C = (int(s) for s in image_shape)
     if C != model.num_channels:
         raise InvalidInputError(f"the model draws {model.num_channels}-channel images; got "
-                         f"image_shape {tuple(image_shape)}")
+                                f"image_shape {tuple(image_shape)}")
     return _sample_loop(model, int(batch_size), H, W, C, seed)
 
 

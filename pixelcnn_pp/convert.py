@@ -73,7 +73,8 @@ def assign_tf1_variables(model, arrays):
         for title, names in (("missing", missing), ("unexpected", unexpected),
                              ("mis-shaped", misshaped)):
             if names:
-                shown = names[:12] + ([f"... and {len(names) - 12} more"] if len(names) > 12 else [])
+                more = [f"... and {len(names) - 12} more"] if len(names) > 12 else []
+                shown = names[:12] + more
                 parts.append(f"{len(names)} {title}:\n    " + "\n    ".join(shown))
         raise InvalidInputError(
             "the variables do not match this model (check nr_resnet, nr_filters, "
@@ -114,11 +115,11 @@ def read_tf1_checkpoint(path, use_ema=True):
         key = name + EMA_SUFFIX if use_ema else name
         if key not in names:
             raise InvalidInputError(f"checkpoint {path!r} has {name} but no {key}; load it with "
-                             "use_ema=False to take the raw values")
+                                    "use_ema=False to take the raw values")
         out[name] = reader.get_tensor(key)
     if not out:
         raise InvalidInputError(f"checkpoint {path!r} holds no 'model/...' variables: is it a "
-                         "PixelCNN++ checkpoint of the original code?")
+                                "PixelCNN++ checkpoint of the original code?")
     return out
 
 

@@ -103,8 +103,9 @@ class _WeightNorm(keras.layers.Layer):
     def call(self, x):
         y = self._apply(x)
         if self.ddi:
-            # Data-dependent init (docs/ORIGINAL.md §1): normalise this layer's output on the init batch,
-            # then recompute it with the new g, b so that later layers see the normalised one.
+            # Data-dependent init (docs/ORIGINAL.md §1): normalise this layer's output on the init
+            # batch, then recompute it with the new g, b so that later layers see the normalised
+            # one.
             axes = list(range(len(y.shape) - 1))
             m, v = tf.nn.moments(tf.cast(y, self.variable_dtype), axes)
             scale = self.init_scale / tf.sqrt(v + 1e-10)

@@ -34,7 +34,7 @@ def nr_mix_from_params(num_params, num_channels=3):
     per = 10 if num_channels == 3 else 3
     if num_params % per:
         raise InvalidInputError(f"a {num_channels}-channel mixture needs a multiple of {per} "
-                         f"parameters per pixel; got {num_params}")
+                                f"parameters per pixel; got {num_params}")
     return num_params // per
 
 
@@ -44,7 +44,8 @@ def _loss_dtype(t):
 
 
 def _unpack(l, num_channels):
-    """l (B, H, W, P) -> logits (B,H,W,M), means, log_scales (B,H,W,C,M), coeffs (B,H,W,3,M)|None."""
+    """l (B, H, W, P) -> logits (B,H,W,M), means, log_scales (B,H,W,C,M),
+    coeffs (B,H,W,3,M) | None."""
     C = num_channels
     M = nr_mix_from_params(l.shape[-1], C)
     logit_probs = l[..., :M]

@@ -398,7 +398,8 @@ class PixelCNNPP(keras.Model):
 
     # ------------------------------------------------------------------ data-dependent init
     def initialize(self, x, h=None, training=True, spatial=None):
-        """Data-dependent initialisation on one batch (docs/ORIGINAL.md §1); works on an unbuilt model.
+        """Data-dependent initialisation on one batch (docs/ORIGINAL.md §1); works on an unbuilt
+        model.
 
         x: (B, H, W, C) float32 in [-1, 1] (or (B, H, W) codes); h: (B, h_dim) or None;
         spatial: (B, Hs, Ws, spatial_channels) or None. One forward pass in

@@ -6,10 +6,10 @@
     c = scoring.input_complexity(images)      # (N,) bits/dim of a lossless PNG encoding
     a = scoring.auroc(scores_in, scores_out)  # higher score = more "out"
 
-``images`` are uint8 (N, H, W, C). Scores use whatever weights the model holds: load it with
-``checkpoint.load_for_inference(save_dir, use_averages=True)`` for the Polyak averages, as evaluation
-does. Works for PixelCNN++ (RGB and grayscale, conditional with ``labels``) and the PixelCNN
-baseline; an energy-distance model has no likelihood and is refused.
+``images`` are uint8 (N, H, W, C). Scores use whatever weights the model holds: load it
+with ``checkpoint.load_for_inference(save_dir, use_averages=True)`` for the Polyak averages,
+as evaluation does. Works for PixelCNN++ (RGB and grayscale, conditional with ``labels``)
+and the PixelCNN baseline; an energy-distance model has no likelihood and is refused.
 
 The scores (higher = more likely out of distribution):
     bits_per_dim      -log2 p(x) / (H W C)

@@ -130,7 +130,8 @@ def test_a_checkpoint_without_the_count_loads_and_resumes(tmp_path, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(training.run, "PolyakAverage", _WithoutCounter)   # what setup builds
         train(tiny_cfg(tmp_path / "old", max_steps=5))
-    assert not PolyakAverage.counter_in_checkpoint(ckpt_lib.latest_checkpoint(str(tmp_path / "old")))
+    old = ckpt_lib.latest_checkpoint(str(tmp_path / "old"))
+    assert not PolyakAverage.counter_in_checkpoint(old)
     model, _ = ckpt_lib.load_for_inference(str(tmp_path / "old"))  # inference: loads as before
     saved = checkpoint_values(tmp_path / "old", prefixes=("averages/",))
     for i, var in enumerate(model.trainable_variables):

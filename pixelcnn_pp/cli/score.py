@@ -1,6 +1,7 @@
-"""``score.py`` / ``pixelcnn-score``: score every image of a data set under a trained model: NLL, bits/dim and, when asked, the
-likelihood ratio against a background model and the input-complexity score; optionally an
-out-of-distribution set too, with AUROCs (docs/SCORING.md).
+"""``score.py`` / ``pixelcnn-score``: score every image of a data set under a trained model:
+NLL, bits/dim and, when asked, the likelihood ratio against a background model and the
+input-complexity score; optionally an out-of-distribution set too, with AUROCs
+(docs/SCORING.md).
 
     python score.py --save_dir runs/demo --out scores.csv
     python score.py --save_dir runs/demo --data_set folder --data_dir photos --out photos.csv

@@ -13,7 +13,8 @@ import sys
 from absl import flags
 
 from pixelcnn_pp import cli
-from pixelcnn_pp.cli.shared_flags import NONLINEARITIES, define_dataclass_flags, define_fast_ops_flag
+from pixelcnn_pp.cli.shared_flags import (NONLINEARITIES, define_dataclass_flags,
+                                          define_fast_ops_flag)
 from pixelcnn_pp.cli.progress import ProgressBar
 from pixelcnn_pp.config import PRECISIONS, TrainConfig
 

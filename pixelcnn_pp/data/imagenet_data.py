@@ -45,9 +45,9 @@ class DataLoader(loader.DataLoader):
                  return_labels=False, size=32):
         x, y = load(data_dir, subset, size)
         if return_labels and y is None:
-            raise InvalidInputError("return_labels=True, but this ImageNet copy is the PNG-folder form "
-                             "(train_{0}x{0}/), which has no labels: use the labelled "
-                             "Imagenet{0}_train / Imagenet{0}_val batches".format(size))
+            raise InvalidInputError("return_labels=True, but this ImageNet copy is the PNG-folder "
+                                    "form (train_{0}x{0}/), which has no labels: use the labelled "
+                                    "Imagenet{0}_train / Imagenet{0}_val batches".format(size))
         super().__init__(x, y, batch_size, rng, shuffle, return_labels,
                          num_labels=None if y is None else 1000)
 

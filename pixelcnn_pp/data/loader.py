@@ -150,7 +150,7 @@ class DataLoader:
         if order.shape != (len(self.data),) or not np.array_equal(np.sort(order),
                                                                   np.arange(len(self.data))):
             raise InvalidInputError(f"the saved data order is not a permutation of this data set's "
-                             f"{len(self.data)} images: it was saved for other data")
+                                    f"{len(self.data)} images: it was saved for other data")
         if not 0 <= position <= len(order):
             raise InvalidInputError(f"saved position {position} is outside 0..{len(order)}")
         self.rng.set_state(("MT19937", np.asarray(state["rng_keys"], np.uint32),

@@ -26,13 +26,14 @@ def make_strategy(kind="mirrored", nr_gpu=1, log=print):
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise InvalidInputError("--strategy multi_worker reads the cluster from the TF_CONFIG "
-                             "environment variable, which is not set (see the README)")
+                                    "environment variable, which is not set (see the README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if kind != "mirrored":
-        raise InvalidInputError(f"--strategy must be mirrored, multi_worker or one_device; got {kind!r}")
+        raise InvalidInputError(f"--strategy must be mirrored, multi_worker or one_device; got "
+                                f"{kind!r}")
     if gpus:
         if nr_gpu > len(gpus):
             log(f"--nr_gpu {nr_gpu} but only {len(gpus)} GPU(s) visible: using {len(gpus)}")
