@@ -265,14 +265,14 @@ class PixelCNNPP(keras.Model):
         # Deviation: any H, W: padded at the bottom and right to multiples of 4 (the two 2x
         # downsamplings), masked inside the network (``_masks``), cropped at the end.
         Hp, Wp = _ceil_div(H, 4) * 4, _ceil_div(W, 4) * 4
+        if (Hp, Wp) == (H, W):           # the original's sizes: nothing to pad or crop
+            return self._forward(x, (H, W), h, spatial, training, energy_noise)
         pad = [[0, 0], [0, Hp - H], [0, Wp - W], [0, 0]]
         x = tf.pad(x, pad)
         if energy_noise is not None:
             energy_noise = tf.pad(energy_noise, pad)
         out = self._forward(x, (H, W), h, spatial, training, energy_noise)
-        if self.energy_distance:
-            return out[:, :, :H, :W]
-        return out[:, :H, :W]
+        return out[:, :, :H, :W] if self.energy_distance else out[:, :H, :W]
 
     def _masks(self, padded_hw, hw):
         """Per resolution (full, 1/2, 1/4): (1, Hr, Wr, 1), 1 where the image is and 0 at its
