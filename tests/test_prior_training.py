@@ -91,3 +91,26 @@ def test_spatial_conditioning_needs_maps(codes_file, tmp_path):
     with pytest.raises(ValueError, match="spatial maps"):
         train(prior_cfg(str(tmp_path / "plain.npz"), tmp_path / "run", max_steps=1,
                         class_conditional=False))
+
+
+def test_sample_py_writes_code_maps_of_a_conditional_prior(codes_file, tmp_path):
+    train(prior_cfg(codes_file, tmp_path / "run", max_steps=2))
+    out = tmp_path / "s.png"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--save_dir",
+                        str(tmp_path / "run"), "--num_samples", "3", "--batch_size", "2",
+                        "--temperature", "0.8", "--out", str(out)], env=env(), cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "conditioning on 3 spatial map(s) of the test split of 'codes'" in p.stdout
+    assert "3 code maps 6x5" in p.stdout
+    with np.load(tmp_path / "s.npz") as f:
+        codes, labels = f["codes"], f["labels"]
+    assert codes.shape == (3, 6, 5) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < K and labels.tolist() == [0, 1, 0]
+    import imageio.v3 as iio
+    picture = iio.imread(out)
+    assert picture.ndim == 3 and picture.shape[-1] == 3   # each code drawn as its colour
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--save_dir",
+                          str(tmp_path / "run"), "--temperature", "0", "--out", str(out)],
+                         env=env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--temperature must be a number > 0" in bad.stderr
