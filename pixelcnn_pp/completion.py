@@ -153,12 +153,13 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
     sample.py's. Returns (completions uint8 (N, num_samples, H, W, C), labels per image or
     None).
     """
-    if not hasattr(model, "weight_norm_layers"):
-        raise InvalidInputError("completion draws from a PixelCNN++ model; the PixelCNN baseline "
-                                "does not complete images")
+    from pixelcnn_pp.model import PixelCNNPP
+    if not isinstance(model, PixelCNNPP):
+        raise InvalidInputError("completion draws from a PixelCNN++ model; the PixelCNN "
+                                "baseline does not complete images")
     if num_samples < 1 or batch_size < 1:
-        raise InvalidInputError(f"num_samples (completions per image) and batch_size must be >= 1; "
-                                f"got {num_samples}, {batch_size}")
+        raise InvalidInputError(f"num_samples (completions per image) and batch_size must be "
+                                f">= 1; got {num_samples}, {batch_size}")
     if not str(out).lower().endswith(".png"):
         raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got "
                                 f"{out!r}")
@@ -169,8 +170,7 @@ def complete_to_files(model, out, source, num_samples, batch_size, image_shape,
                                 f"{given_rows}")
     originals = load_images(source, (H, W, C))
     N, S = len(originals), int(num_samples)
-    num_classes = getattr(model, "num_classes", None)
-    y = sample_labels(labels, N, num_classes)
+    y = sample_labels(labels, N, model.num_classes)
     completions = _complete_in_batches(model, originals, S, batch_size, given_rows * W, y,
                                        seed, method, jit_compile, progress)
     _write(out, originals, completions, given_rows * W, y, seed)

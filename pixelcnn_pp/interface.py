@@ -30,6 +30,7 @@ class AutoregressiveModel(Protocol):
 
     num_channels: int                       # C: 3 (RGB) or 1 (grayscale)
     num_classes: Optional[int]              # K of a class-conditional model, else None
+    num_categories: Optional[int]           # K of a prior over codes in [0, K), else None
     rng: Optional[tf.random.Generator]      # dropout's generator, checkpointed; None: none
     fast_ops: bool                          # built with the speed-ups of fast_ops.py
 

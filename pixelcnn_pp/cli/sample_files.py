@@ -31,7 +31,7 @@ def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=Non
     if not str(out).lower().endswith(".png"):
         raise InvalidInputError(f"--out must name a .png file (the .npz goes beside it); got "
                                 f"{out!r}")
-    num_classes = getattr(model, "num_classes", None)
+    num_classes = model.num_classes
     y = sample_labels(labels, num_samples, num_classes)
     onehot = None if y is None else np.eye(num_classes, dtype=np.float32)
 
@@ -50,7 +50,7 @@ def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=Non
 
     x = run_in_batches(draw, num_samples, batch_size, progress,
                        steps_per_batch=int(image_shape[0]))
-    K = getattr(model, "num_categories", None)
+    K = model.num_categories
     if K:
         images = np.asarray(x).astype(np.int32)
         plotting.save_tile(out, plotting.codes_to_rgb(images, K), max_images=100)
