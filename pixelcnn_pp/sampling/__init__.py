@@ -18,7 +18,7 @@ Both draw their randomness from ``noise``: per-position uniforms derived statele
 position's value through ``head.Head`` (mixture, categorical, energy distance).
 
 This module holds the public functions and their argument checks; the modules depend one
-way: ``noise`` <- ``head`` <- ``naive``, ``fast`` (<- ``fast_weights``) <- this one.
+way: ``noise``, ``fast_weights`` <- ``head`` <- ``naive``, ``fast`` <- this one.
 """
 
 import math

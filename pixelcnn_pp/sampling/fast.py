@@ -398,8 +398,8 @@ class FastSampler:
                 pixel = self.head.from_features(w.head, ul, [tf.gather(x, j) for x in noise],
                                                 dt)                              # (B, C)
                 pixel = tf.where(j < n_given, tf.gather(given_row, j), pixel)
-                x = self.head.inputs(pixel, dt)
-                xpad = tf.concat([x, tf.ones_like(x[:, :1])], -1)
+                xin = self.head.inputs(pixel, dt)                       # (B, Cin)
+                xpad = tf.concat([xin, tf.ones_like(xin[:, :1])], -1)
                 if self.padded:      # the padded columns' values and ones channel: zeros
                     pixel = tf.where(j < self.hw[1], pixel, tf.zeros_like(pixel))
                     xpad = xpad * self._position_mask(0, j)
