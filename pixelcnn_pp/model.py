@@ -391,7 +391,9 @@ class PixelCNNPP(keras.Model):
         return subpixel_log_prob(x, out)
 
     def sample_images(self, batch_size, image_shape, h=None, seed=0, method="fast", **kwargs):
-        """``sampling.sample(self, ...)``: (batch_size, H, W, C) float32 images in [-1, 1]."""
+        """``sampling.sample(self, ...)``: (batch_size, H, W, C) float32 images in [-1, 1], or
+        for a prior over codes (image_shape (H, W)) int32 codes (batch_size, H, W). kwargs
+        (spatial, temperature, averages, ...) go to ``sample``."""
         from pixelcnn_pp.sampling import sample
         return sample(self, batch_size, image_shape=image_shape, h=h, seed=seed, method=method,
                       **kwargs)

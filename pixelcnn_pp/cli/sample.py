@@ -33,7 +33,7 @@ flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
 flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images); the .npz "
                     "of all images (uint8) goes beside it")
 flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "
-                  "shape, or 32,32,3 for a TF1 checkpoint); H and W multiples of 4")
+                  "shape, or 32,32,3 for a TF1 checkpoint; H,W for code maps); any H, W >= 1")
 flags.DEFINE_string("complete", None, "complete images instead of sampling new ones: an .npz "
                     "of uint8 images, one image file or a folder of them, already of the "
                     "model's H,W,C; writes a grid (original, kept part, --num_samples "

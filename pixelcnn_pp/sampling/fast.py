@@ -20,6 +20,12 @@ see ``fast_weights``) from ``model.up``, ``model.down``, ``model.downsample`` an
   pass, then (on the positions where it has one) the coarser level's step, recursively, then
   its down pass. A transposed conv emits a 2x2 block of the finer level, of which the right
   pixel is used on the finer level's next step and the bottom row is cached for its next row.
+
+The head (mixture, categorical over codes, energy distance) is ``head.Head``'s. Any H, W: the
+sampler runs on the model's padded size (multiples of 4) but only on the image's rows, and
+multiplies by the column masks where ``PixelCNNPP._forward`` multiplies by its masks (the
+padded columns' values stay zero, never drawn). The spatial condition's features are computed
+once per batch and added, a row at a time, where each gated resnet adds ``nin_s``.
 """
 
 import weakref
@@ -29,7 +35,7 @@ import tensorflow as tf
 
 from pixelcnn_pp import layers as L
 from pixelcnn_pp.sampling.fast_weights import Weights, dense, read_weights
-from pixelcnn_pp.sampling.noise import rows_noise, sample_pixel
+from pixelcnn_pp.sampling.head import Head
 
 __all__ = ["FastSampler"]
 
@@ -60,13 +66,19 @@ class _Loop(NamedTuple):
     carry: dict
 
 
+def _masked(x, m):
+    """x times a position's column mask m, or x when m is None (no padded columns)."""
+    return x if m is None else x * m
+
+
 def _shift_right(x):
     """(B, W, C): drop the last column, prepend zeros."""
     return tf.pad(x[:, :-1], [[0, 0], [1, 0], [0, 0]])
 
 
 class FastSampler:
-    """Cached exact sampling of B images of H x W. See the module docstring for the schedule.
+    """Cached exact sampling of B images (or code maps) of H x W, at a ``temperature``. See
+    the module docstring for the schedule.
 
     Levels 0 .. n_levels-1 are the resolutions 1, 1/2, 1/4. Row i is computed by ``_row`` for
     the number n of levels that get a new row on it: the row-level part, then a loop over the
@@ -80,9 +92,10 @@ class FastSampler:
     image and the likelihood's sampling step stay float32.
     """
 
-    def __init__(self, model, B, H, W, jit):
-        self._model, self.B, self.H, self.W = weakref.ref(model), B, H, W
-        self.C = model.num_channels
+    def __init__(self, model, B, H, W, jit, temperature=1.0):
+        self._model, self.B = weakref.ref(model), B
+        self.head = Head(model, temperature)
+        self.C = self.head.C
         self.dtype = tf.as_dtype(model.compute_dtype)
         self.F, self.M = model.nr_filters, model.nr_logistic_mix
         self.nl = L.NONLINEARITIES[model.resnet_nonlinearity]
@@ -96,8 +109,14 @@ class FastSampler:
         assert all(d == u + (l < self.n_levels - 1) for l, (u, d) in
                    enumerate(zip(self.n_up, self.n_down))), (self.n_up, self.n_down)
         self.G = 2 ** (self.n_levels - 1)
-        assert H % self.G == 0 and W % self.G == 0, (H, W, self.G)
-        self.widths = [W >> l for l in range(self.n_levels)]
+        # The image's size, and the padded one (self.H, self.W) the network runs on.
+        self.hw = (H, W)
+        self.H, self.W = -(-H // self.G) * self.G, -(-W // self.G) * self.G
+        self.widths = [self.W >> l for l in range(self.n_levels)]
+        # Per level, the columns of the image (the rest is padding); the rows the sampler
+        # computes all are the image's.
+        self.valid = [-(-W // 2 ** l) for l in range(self.n_levels)]
+        self.padded = W != self.W
         self._rows = tf.function(self._row_group, autograph=False)
         # One loop function per kind of row (how many levels get a new row), which may be
         # compiled with XLA.
@@ -112,25 +131,36 @@ class FastSampler:
         return self._model()
 
     # ------------------------------------------------------------------ driver
-    def run(self, h, seed, progress, given, num_given):
-        """The images (B, H, W, C), float32 numpy; positions < num_given (raster order) are
+    def run(self, h, seed, progress, given, num_given, spatial=None):
+        """The canvas (B, H, W, C), float32 numpy; positions < num_given (raster order) are
         ``given``'s (B, H, W, C). Every row still runs the ul stream's loop (its caches are
-        needed below), feeding the given pixels. h: (B, K) or None."""
-        w = read_weights(self.model, h, self.dtype)
+        needed below), feeding the given values. h: (B, h_dim) or None; spatial: (B, Hs, Ws,
+        Ds) or None."""
+        model, (H, W) = self.model, self.hw
+        conds = None
+        if spatial is not None:
+            conds = model._condition_features(tf.cast(spatial, model.compute_dtype),
+                                              (self.H, self.W), (H, W))
+        w = read_weights(model, h, self.dtype, conds)
         st = self._initial_state()
+        given = tf.pad(given, [[0, 0], [0, self.H - H], [0, self.W - W], [0, 0]])
         seed = tf.constant(seed, tf.int64)
         num_given = tf.constant(num_given, tf.int32)
-        for i0 in range(0, self.H, self.G):
-            noise = rows_noise(seed, tf.constant(i0), self.G, self.W, self.B, self.M, self.C,
-                               self.model.energy_distance)
-            st = self._rows(st, w, tf.constant(i0), noise, given, num_given)
+        for i0 in range(0, H, self.G):
+            rows = min(self.G, H - i0)            # never the padding's rows
+            noise = self.head.noise(seed, tf.constant(i0), rows, W, self.B)
+            # The padded columns' noise is never used (their values are set to zero).
+            noise = [tf.pad(n, [[0, 0], [0, self.W - W], [0, 0], [0, 0]], constant_values=0.5)
+                     for n in noise]
+            st = self._rows(st, w, tf.constant(i0), noise, given, num_given, rows)
             if progress is not None:
-                progress(i0 + self.G, self.H)
-        return st["image"].numpy()
+                progress(i0 + rows, H)
+        return st["image"].numpy()[:, :H, :W]
 
-    def _row_group(self, st, w, i0, noise, given, num_given):
-        """Rows i0 .. i0 + G - 1 (i0 a multiple of G); noise: (G, W, B, .) per position."""
-        for r in range(self.G):
+    def _row_group(self, st, w, i0, noise, given, num_given, rows):
+        """Rows i0 .. i0 + rows - 1 (i0 a multiple of G, rows <= G static); noise: (rows, W,
+        B, .) per position."""
+        for r in range(rows):
             st = self._row(self._levels_on_row(r), st, w, i0 + r, [n[r] for n in noise],
                            given, num_given)
         return st
@@ -176,7 +206,7 @@ class FastSampler:
         ones."""
         new, packed = self._row_above(n, st, w, i)
         given_row = tf.transpose(tf.gather(given, i, axis=1), [1, 0, 2])     # (W, B, C)
-        n_given = tf.clip_by_value(num_given - i * self.W, 0, self.W)        # of this row
+        n_given = tf.clip_by_value(num_given - i * self.hw[1], 0, self.hw[1])   # of this row
         records, pixels = self._loops[n](packed, st["ul_us"], w.ul_stream(), noise,
                                          given_row, n_given)
         for l in range(n):
@@ -216,12 +246,28 @@ class FastSampler:
         return new, packed
 
     def _image_rows_above(self, image, i):
-        """x_pad rows i-2 and i-1 (zeros above the image, ones channel included) in the
-        compute dtype: (B, 2, W, C+1)."""
-        image = tf.cast(image, self.dtype)
-        x_pad = tf.concat([image, tf.ones_like(image[..., :1])], -1)
-        return tf.gather(tf.pad(x_pad, [[0, 0], [2, 0], [0, 0], [0, 0]]), tf.stack([i, i + 1]),
-                         axis=1)
+        """x_pad rows i-2 and i-1 (zeros above the image and in the padded columns, ones
+        channel included) in the compute dtype: (B, 2, W, Cin+1)."""
+        rows = tf.stack([i - 2, i - 1])
+        values = tf.gather(image, tf.maximum(rows, 0), axis=1)            # (B, 2, W, C)
+        x = self.head.inputs(values, self.dtype)
+        x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
+        above = tf.cast(rows >= 0, self.dtype)[None, :, None, None]
+        return self._col_mask(x * above, 0)
+
+    def _col_mask(self, x, l):
+        """x (B, [rows,] W_l, C) times level l's column mask (``PixelCNNPP._masks``)."""
+        if not self.padded:
+            return x
+        cols = tf.cast(tf.range(self.widths[l]) < self.valid[l], x.dtype)
+        return x * tf.reshape(cols, [-1, 1])
+
+    def _s_term(self, w, wb, l, i):
+        """The spatial condition's term of block wb at level l on image row i: (B, W_l, 2F),
+        or 0 without a spatial condition."""
+        if w.conds is None:
+            return 0.0
+        return dense(tf.gather(w.conds[l], i // 2 ** l, axis=1), wb.s)
 
     @staticmethod
     def _row_conv(prev, cur, wk, stride=1):
@@ -236,17 +282,18 @@ class FastSampler:
         y = tf.nn.conv2d(prev[:, None], top, [1, 1, stride, 1], [[0, 0], [0, 0], [1, 0], [0, 0]])
         return y[:, 0]
 
-    def _u_block(self, wb, x, prev, a=None):
-        """One gated resnet of the u stream on a whole row: x (B, W, F) -> (B, W, F), and its
-        records (nl(x), nl(c1)) for the next row; prev: those of the row before."""
+    def _u_block(self, wb, x, prev, l, s, a=None):
+        """One gated resnet of the u stream on a whole row of level l: x (B, W, F) ->
+        (B, W, F), and its records (nl(x), nl(c1)) for the next row; prev: those of the row
+        before; s: its spatial term."""
         nl, F = self.nl, self.F
         xn = nl(x)
         c1 = self._row_conv(prev[0], xn, wb.conv1)
         if a is not None:
             c1 += dense(nl(a), wb.a)
-        c1n = nl(c1)
-        c2 = self._row_conv(prev[1], c1n, wb.conv2) + wb.h[:, None, :]
-        return x + c2[..., :F] * tf.sigmoid(c2[..., F:]), (xn, c1n)
+        c1n = self._col_mask(nl(c1), l)
+        c2 = self._row_conv(prev[1], c1n, wb.conv2) + wb.h[:, None, :] + s
+        return self._col_mask(x + c2[..., :F] * tf.sigmoid(c2[..., F:]), l), (xn, c1n)
 
     def _deconv_u(self, x, wk):
         """Down-shifted (2, 3) stride-2 transposed conv of one row: (B, W, F) -> (B, 2, 2W, F)."""
@@ -266,9 +313,10 @@ class FastSampler:
                 u = self._row_conv(xp[:, 0], xp[:, 1], w.u_init) * tf.cast(i > 0, self.dtype)
             else:
                 u = self._row_conv(st["u_ds"][l - 1], u_up[l - 1][-1], lw.ds_u, 2)
+            u = self._col_mask(u, l)
             rows, prevs = [u], []
             for k, wb in enumerate(lw.up_u):
-                u, p = self._u_block(wb, u, st["u_up"][l][k])
+                u, p = self._u_block(wb, u, st["u_up"][l][k], l, self._s_term(w, wb, l, i))
                 rows.append(u)
                 prevs.append(p)
             u_up.append(rows)
@@ -284,13 +332,14 @@ class FastSampler:
                 u, shortcuts = new["u_us"][l][:, 0 if l + 1 < n else 1], u_up[l]
             rows, prevs = [], []
             for k, wb in enumerate(lw.down_u):
-                u, p = self._u_block(wb, u, st["u_down"][l][k], a=shortcuts[-1 - k])
+                u, p = self._u_block(wb, u, st["u_down"][l][k], l, self._s_term(w, wb, l, i),
+                                     a=shortcuts[-1 - k])
                 rows.append(u)
                 prevs.append(p)
             u_down[l] = rows
             new["u_down"][l] = prevs
             if l > 0:        # two rows of the next finer level
-                new["u_us"][l - 1] = self._deconv_u(u, lw.us_u)
+                new["u_us"][l - 1] = self._col_mask(self._deconv_u(u, lw.us_u), l - 1)
         return u_up, u_down
 
     def _ul_above(self, l, st, w, u_up, u_down, xp, i):
@@ -315,7 +364,8 @@ class FastSampler:
                    for k, (wb, prev) in enumerate(zip(lw.down_ul, st["ul_down"][l]))]
         for wb, prev, shortcut in blocks:
             out.append(self._top_conv(prev[0], wb.conv1.top) + wb.conv1.b + shortcut)
-            out.append(self._top_conv(prev[1], wb.conv2.top) + wb.conv2.b + wb.h[:, None, :])
+            out.append(self._top_conv(prev[1], wb.conv2.top) + wb.conv2.b + wb.h[:, None, :]
+                       + self._s_term(w, wb, l, i))
         return out
 
     # ------------------------------------------------------------------ pixel level
@@ -345,9 +395,14 @@ class FastSampler:
             for s in range(G):
                 j = G * g + s
                 ul = self._step(0, s, None, loop)
-                pixel = self._head(w, ul, [tf.gather(x, j) for x in noise])     # (B, C)
+                pixel = self.head.from_features(w.head, ul, [tf.gather(x, j) for x in noise],
+                                                dt)                              # (B, C)
                 pixel = tf.where(j < n_given, tf.gather(given_row, j), pixel)
-                xpad = tf.concat([tf.cast(pixel, dt), tf.ones((B, 1), dt)], -1)
+                xin = self.head.inputs(pixel, dt)                       # (B, Cin)
+                xpad = tf.concat([xin, tf.ones_like(xin[:, :1])], -1)
+                if self.padded:      # the padded columns' values and ones channel: zeros
+                    pixel = tf.where(j < self.hw[1], pixel, tf.zeros_like(pixel))
+                    xpad = xpad * self._position_mask(0, j)
                 loop.pend[0] = loop.pend[0]._replace(first=tf.matmul(xpad, w.ul_init.r_cur))
                 loop.tas[-1] = loop.tas[-1].write(j, pixel)
             return g + 1, loop.pend, loop.tas
@@ -377,7 +432,9 @@ class FastSampler:
         first = above[0] + p.first
         if from_finer is not None:
             first += from_finer
-        lst, lst_n, recs, up_pend = self._ul_up(lw, first, above[1:1 + 2 * nu], p.up)
+        m = self._position_mask(l, c)
+        lst, lst_n, recs, up_pend = self._ul_up(lw, _masked(first, m), above[1:1 + 2 * nu],
+                                                p.up, m)
         coarser, odd = l + 1 < n, (s >> l) % 2 == 1
         ds = loop.w.levels[l + 1].ds_ul if coarser else None
         if coarser and odd:      # the left neighbour of level l + 1's next position
@@ -390,8 +447,8 @@ class FastSampler:
             start = lst[-1]
         else:                    # the coarser level emitted this row's block on the row before
             start = tf.gather(loop.ul_us[l], c)
-        ul, down_recs, down_pend = self._ul_down(lw, start, lst, lst_n, above[1 + 2 * nu:],
-                                                 p.down)
+        ul, down_recs, down_pend = self._ul_down(lw, _masked(start, m), lst, lst_n,
+                                                 above[1 + 2 * nu:], p.down, m)
         loop.pend[l] = loop.pend[l]._replace(up=up_pend, down=down_pend)
         recs += down_recs
         if l == n - 1 and n < self.n_levels:
@@ -404,12 +461,20 @@ class FastSampler:
         loop.tas[l] = loop.tas[l].write(c, tf.concat(recs, -1))
         return ul
 
-    def _ul_block(self, wb, x, above, pend, a_n=None):
+    def _position_mask(self, l, c):
+        """The column mask of position c on level l, a scalar in the compute dtype; None
+        without padded columns."""
+        if not self.padded:
+            return None
+        return tf.cast(c < self.valid[l], self.dtype)
+
+    def _ul_block(self, wb, x, above, pend, m, a_n=None):
         """One gated resnet of the ul stream at one position: x (B, F) -> (B, F).
 
         above: (row-above part of conv1, of conv2); pend: (tap (1,0) of the previous position
-        for conv1, conv2); a_n: nl(ul short-cut) (B, Fn) of a down-pass block. Returns out,
-        its records (nl(x), nl(c1)) and the pendings for the next position.
+        for conv1, conv2); m: the position's column mask (or None); a_n: nl(ul short-cut)
+        (B, Fn) of a down-pass block. Returns out, its records (nl(x), nl(c1)) and the
+        pendings for the next position.
         """
         # Written with few ops (split, add_n): per-op overhead bounds this loop on CPU.
         nl = self.nl
@@ -418,25 +483,25 @@ class FastSampler:
         terms = [above[0], pend[0], y1]
         if a_n is not None:
             terms.append(tf.matmul(a_n, wb.a_ul))
-        c1n = nl(tf.add_n(terms))
+        c1n = _masked(nl(tf.add_n(terms)), m)
         y2, next2 = tf.split(tf.matmul(c1n, wb.conv2.cur), 2, axis=1)    # (B, 2F) x 2
         a, b = tf.split(tf.add_n([above[1], pend[1], y2]), 2, axis=1)
-        return x + a * tf.sigmoid(b), (xn, c1n), (next1, next2)
+        return _masked(x + a * tf.sigmoid(b), m), (xn, c1n), (next1, next2)
 
-    def _ul_up(self, lw, start, above, pend):
+    def _ul_up(self, lw, start, above, pend, m):
         """Level lw's up pass at one position from start (B, F). Returns the level's ul list
         (start, then every block's output), nl() of the blocks' inputs, records and
         pendings."""
         ul, lst, lst_n, recs, pends = start, [start], [], [], []
         for k, wb in enumerate(lw.up_ul):
-            ul, rec, p = self._ul_block(wb, ul, above[2 * k:2 * k + 2], pend[k])
+            ul, rec, p = self._ul_block(wb, ul, above[2 * k:2 * k + 2], pend[k], m)
             lst.append(ul)
             lst_n.append(rec[0])
             recs += rec
             pends.append(p)
         return lst, lst_n, recs, pends
 
-    def _ul_down(self, lw, start, lst, lst_n, above, pend):
+    def _ul_down(self, lw, start, lst, lst_n, above, pend, m):
         """Level lw's down pass at one position from start (B, F); block k pops its
         short-cut off the level's up-pass list ``lst`` (``lst_n``: nl() of its first
         entries). Returns the last output, records and pendings."""
@@ -444,19 +509,8 @@ class FastSampler:
         shortcuts = lst_n + [self.nl(x) for x in lst[len(lst_n):nd]]
         ul, recs, pends = start, [], []
         for k, wb in enumerate(lw.down_ul):
-            ul, rec, p = self._ul_block(wb, ul, above[2 * k:2 * k + 2], pend[k],
+            ul, rec, p = self._ul_block(wb, ul, above[2 * k:2 * k + 2], pend[k], m,
                                         a_n=shortcuts[nd - 1 - k])
             recs += rec
             pends.append(p)
         return ul, recs, pends
-
-    def _head(self, w, ul, noise):
-        """(B, F) -> the sampled pixel (B, C); noise: this position's (u_mix, u[, ed])."""
-        hw = w.head
-        f = tf.nn.elu(ul)
-        if self.model.energy_distance:
-            f = dense(f, hw.ed_features) + dense(tf.cast(noise[2], self.dtype), hw.ed_noise)
-            f = dense(L.concat_elu(f), hw.ed_hidden)
-            return tf.tanh(tf.cast(dense(L.concat_elu(f), hw.ed_out), tf.float32))
-        # The mixture parameters are sampled from in float32 (as the model's likelihood).
-        return sample_pixel(tf.cast(dense(f, hw.out), tf.float32), noise[:2], self.M, self.C)

@@ -41,16 +41,17 @@ class ULConv(NamedTuple):
 
 
 class Block(NamedTuple):
-    """One gated resnet: its two convs (Conv or ULConv), the class term h (B or 1, 2F) and
-    the short-cut nin: ``a`` on the whole short-cut, or for the down pass's ul blocks, whose
-    short-cut is concat([u, ul]), split into the rows for nl(u) (``a_u``, with the bias) and
-    for nl(ul) (``a_ul``)."""
+    """One gated resnet: its two convs (Conv or ULConv), the global condition's term h (B or
+    1, 2F), the short-cut nin: ``a`` on the whole short-cut, or for the down pass's ul blocks,
+    whose short-cut is concat([u, ul]), split into the rows for nl(u) (``a_u``, with the bias)
+    and for nl(ul) (``a_ul``); and ``s``, the spatial condition's projection (``nin_s``)."""
     conv1: object
     conv2: object
     h: tf.Tensor
     a: Optional[Dense] = None
     a_u: Optional[Dense] = None
     a_ul: Optional[tf.Tensor] = None
+    s: Optional[Dense] = None
 
 
 class ULInit(NamedTuple):
@@ -99,17 +100,22 @@ class Level(NamedTuple):
 
 
 class Weights(NamedTuple):
-    """The first layers of both streams, the Levels (full resolution first) and the head."""
+    """The first layers of both streams, the Levels (full resolution first) and the head;
+    ``conds``: per level the spatial condition's features (B, H_l, W_l, Ds) of the batch
+    (``PixelCNNPP._condition_features``, padded size), or None."""
     u_init: Optional[Conv]
     ul_init: ULInit
     levels: list
     head: Head
+    conds: Optional[list] = None
 
     def ul_stream(self):
         """Only what the ul stream's per-pixel loop reads: fewer tensors into its compiled
-        function."""
-        return self._replace(u_init=None, levels=[
-            lv._replace(up_u=[], down_u=[], ds_u=None, us_u=None) for lv in self.levels])
+        function (the spatial terms are added with the row above's)."""
+        no_s = lambda blocks: [b._replace(s=None) for b in blocks]
+        return self._replace(u_init=None, conds=None, levels=[
+            lv._replace(up_u=[], down_u=[], ds_u=None, us_u=None, up_ul=no_s(lv.up_ul),
+                        down_ul=no_s(lv.down_ul)) for lv in self.levels])
 
 
 def _f32(v):
@@ -140,9 +146,10 @@ def _concat_rows(nl_name, F):
     return r(0, F), r(F, 2 * F)
 
 
-def read_weights(model, h, dtype):
+def read_weights(model, h, dtype, conds=None):
     """The model's effective weights as ``Weights``: normalised in float32, then cast to
-    ``dtype`` (the compute dtype). h: (B, num_classes) labels, or None."""
+    ``dtype`` (the compute dtype). h: (B, h_dim) floats, or None; conds: the spatial
+    condition's features per level, or None."""
     F, L = model.nr_filters, len(model.up)
 
     def c(v):
@@ -169,7 +176,8 @@ def read_weights(model, h, dtype):
     def block(blk, conv_fn, split_a=False):
         h_term = (tf.zeros((1, 2 * F), dtype) if h is None
                   else tf.matmul(tf.cast(h, dtype), c(blk.hw)))          # (B, 2F)
-        out = Block(conv_fn(blk.conv1), conv_fn(blk.conv2), h_term)
+        out = Block(conv_fn(blk.conv1), conv_fn(blk.conv2), h_term,
+                    s=_dense_weights(blk.nin_s, dtype) if conds is not None else None)
         if blk.nin_a is None:
             return out
         a = _dense_weights(blk.nin_a, dtype)
@@ -199,4 +207,7 @@ def read_weights(model, h, dtype):
                        for n in ("ed_features", "ed_noise", "ed_hidden", "ed_out")})
     else:
         head = Head(out=_dense_weights(model.out_nin, dtype))
-    return Weights(u_init=conv(model.u_init), ul_init=ul_init, levels=levels, head=head)
+    if conds is not None:
+        conds = [tf.cast(cond, dtype) for cond in conds]
+    return Weights(u_init=conv(model.u_init), ul_init=ul_init, levels=levels, head=head,
+                   conds=conds)

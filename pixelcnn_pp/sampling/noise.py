@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pixelcnn_pp.likelihood import sample_from_discretized_mix_logistic
 
-__all__ = ["position_noise", "energy_noise", "rows_noise", "sample_pixel"]
+__all__ = ["position_noise", "energy_noise", "code_noise", "rows_noise", "sample_pixel"]
 
 _ALG = "philox"          # fixed, so that XLA and the plain kernels draw the same numbers
 _LOW, _HIGH = 1e-5, 1.0 - 1e-5
@@ -47,27 +47,43 @@ def energy_noise(seed, i, j, width, batch_size):
     return tf.random.stateless_uniform([batch_size, 4], key, minval=-1.0, maxval=1.0, alg=_ALG)
 
 
+def code_noise(seed, i, j, width, batch_size, num_categories):
+    """The K-way head's uniforms for code (i, j): (B, K), U(1e-5, 1 - 1e-5), for Gumbel-max
+    (``likelihood.sample_categorical``); derived statelessly as ``position_noise``."""
+    key = tf.random.experimental.stateless_fold_in(_position_key(seed, i, j, width), 3,
+                                                   alg=_ALG)
+    return tf.random.stateless_uniform([batch_size, num_categories], key, minval=_LOW,
+                                       maxval=_HIGH, alg=_ALG)
+
+
 @tf.function(autograph=False)
-def rows_noise(seed, i0, rows, width, batch_size, nr_mix, num_channels, energy):
+def rows_noise(seed, i0, rows, width, batch_size, nr_mix, num_channels, energy,
+               num_categories=0):
     """The noise of every position of rows i0 .. i0 + rows - 1: (rows, W, B, M),
-    (rows, W, B, C) and, for an energy-distance model, (rows, W, B, 4). Drawn outside XLA,
-    whose stateless RNG gives other numbers for the same seed."""
+    (rows, W, B, C) and, for an energy-distance model, (rows, W, B, 4); for a prior over
+    codes (num_categories = K), only (rows, W, B, K). Drawn outside XLA, whose stateless RNG
+    gives other numbers for the same seed."""
     def body(k, tas):
         i, j = i0 + k // width, k % width
-        out = position_noise(seed, i, j, width, batch_size, nr_mix, num_channels)
+        if num_categories:
+            out = (code_noise(seed, i, j, width, batch_size, num_categories),)
+        else:
+            out = position_noise(seed, i, j, width, batch_size, nr_mix, num_channels)
         if energy:
             out += (energy_noise(seed, i, j, width, batch_size),)
         return k + 1, tuple(ta.write(k, o) for ta, o in zip(tas, out))
 
     n = rows * width
-    tas = tuple(tf.TensorArray(tf.float32, size=n) for _ in range(3 if energy else 2))
+    count = 1 if num_categories else 3 if energy else 2
+    tas = tuple(tf.TensorArray(tf.float32, size=n) for _ in range(count))
     _, tas = tf.while_loop(lambda k, _: k < n, body, (tf.constant(0), tas))
     return tuple(tf.reshape(ta.stack(), [rows, width, batch_size, -1]) for ta in tas)
 
 
-def sample_pixel(l, noise, nr_mix, num_channels):
+def sample_pixel(l, noise, nr_mix, num_channels, temperature=1.0):
     """l (B, P) mixture parameters, noise (u_mix (B, M), u (B, C)) -> the pixel (B, C)."""
     u_mix, u = noise
     x = sample_from_discretized_mix_logistic(l[:, None, None, :], nr_mix, num_channels,
-                                             noise=(u_mix[:, None, None], u[:, None, None]))
+                                             noise=(u_mix[:, None, None], u[:, None, None]),
+                                             temperature=temperature)
     return x[:, 0, 0]
