@@ -8,7 +8,7 @@ from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.data import make_loader
 from pixelcnn_pp.errors import InvalidInputError
 from pixelcnn_pp.likelihood import bits_per_dim
-from pixelcnn_pp.training.steps import model_inputs, split_batch
+from pixelcnn_pp.training.steps import model_inputs, spatial_kwarg, split_batch
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
@@ -22,7 +22,7 @@ def test_bits_per_dim(model, config, loader, max_batches=None):
     def step(x, y, s=None):
         x = model_inputs(x)
         h = tf.one_hot(y, k) if k else None
-        return model.objective(x, model(x, h=h, spatial=s, training=False))
+        return model.objective(x, model(x, h=h, training=False, **spatial_kwarg(s)))
 
     total, n = 0.0, 0
     for i, batch in enumerate(loader):

@@ -24,7 +24,7 @@ from pixelcnn_pp.errors import RunError
 from pixelcnn_pp.optim import PolyakAverage
 from pixelcnn_pp.training import outputs
 from pixelcnn_pp.training.run import setup
-from pixelcnn_pp.training.steps import model_inputs, one_hot_labels
+from pixelcnn_pp.training.steps import model_inputs, one_hot_labels, spatial_kwarg
 
 __all__ = ["train", "resume_or_initialise", "train_epoch", "evaluate", "log_and_save",
            "EpochResult", "learning_rate_at", "NonFiniteLossError"]
@@ -124,7 +124,7 @@ def resume_or_initialise(run):
     with run.strategy.scope():
         run.model.initialize(model_inputs(tf.constant(x_init)),
                              h=one_hot_labels(y_init, run.model_config.num_classes),
-                             spatial=s_init)
+                             **spatial_kwarg(s_init))
         run.averages.reset()  # Deviation: averages start from the data-initialised weights
     # No rewind, as the original's train.py: epoch 0 goes on from the batch after the init
     # batch in the same order, so a seed gives the original's batches.

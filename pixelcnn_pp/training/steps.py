@@ -15,6 +15,12 @@ def one_hot_labels(y, num_classes):
     return tf.one_hot(tf.cast(y, tf.int32), num_classes) if num_classes else None
 
 
+def spatial_kwarg(s):
+    """``spatial=s`` for a model with a spatial condition; nothing for the others (the
+    baseline takes no such argument)."""
+    return {} if s is None else {"spatial": s}
+
+
 def model_inputs(x):
     """A batch as the model takes it: uint8 images -> float32 in [-1, 1]; codes stay ints."""
     return scale_images(x) if x.dtype == tf.uint8 else x
@@ -46,7 +52,8 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     def loss_and_grads(x, y, s):
         x = model_inputs(x)
         with tf.GradientTape() as tape:
-            out = model(x, h=one_hot_labels(y, num_classes), spatial=s, training=True)
+            out = model(x, h=one_hot_labels(y, num_classes), training=True,
+                        **spatial_kwarg(s))
             loss = objective(x, out)                  # summed over this replica's images
             total = loss
             if l2_weight:   # replicas' gradients are summed: each adds its share of the L2
@@ -58,8 +65,8 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
 
     def eval_loss(x, y, s=None):
         x = model_inputs(x)
-        return objective(x, model(x, h=one_hot_labels(y, num_classes), spatial=s,
-                                  training=False))
+        return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False,
+                                  **spatial_kwarg(s)))
 
     if jit_compile:
         loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
