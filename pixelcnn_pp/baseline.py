@@ -171,6 +171,7 @@ class PixelCNN(keras.Model):
         self.num_channels = C = int(num_channels)
         self.num_categories = int(num_categories) if num_categories is not None else None
         self.num_classes = None       # unconditional
+        self.spatial_channels = None  # no spatial condition
         self.rng = None               # no dropout: no generator to checkpoint
         self.fast_ops = bool(fast_ops)  # nothing to speed up: the same ops either way
         self.residual = bool(residual)

@@ -7,8 +7,8 @@ from pixelcnn_pp import checkpoint as ckpt_lib
 from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.data import make_loader
 from pixelcnn_pp.errors import InvalidInputError
-from pixelcnn_pp.likelihood import bits_per_dim
-from pixelcnn_pp.training.steps import model_inputs, spatial_kwarg, split_batch
+from pixelcnn_pp.likelihood import bits_per_dim, model_inputs
+from pixelcnn_pp.training.steps import spatial_kwarg, split_batch
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 

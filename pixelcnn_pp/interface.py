@@ -20,10 +20,12 @@ __all__ = ["AutoregressiveModel"]
 
 @runtime_checkable
 class AutoregressiveModel(Protocol):
-    """A Keras model of p(x) = prod_i p(x_i | x_<i) over the sub-pixels of (H, W, C) images.
+    """A Keras model of p(x) = prod_i p(x_i | x_<i) over the sub-pixels of (H, W, C) images,
+    or over the positions of (H, W) code maps.
 
-    Images are float32 (B, H, W, C) in [-1, 1] on the 8-bit grid; ``out`` is what calling the
-    model returns (its likelihood's parameters; its shape is the model's own). A PixelCNNPP
+    Images are float32 (B, H, W, C) in [-1, 1] on the 8-bit grid; code maps (B, H, W) ints in
+    [0, num_categories); ``out`` is what calling the model returns (its likelihood's
+    parameters; its shape is the model's own). A PixelCNNPP
     with the energy-distance head has no likelihood: its ``nll_per_image`` and
     ``subpixel_log_prob`` raise ``InvalidInputError``.
     """
@@ -31,11 +33,13 @@ class AutoregressiveModel(Protocol):
     num_channels: int                       # C: 3 (RGB) or 1 (grayscale)
     num_classes: Optional[int]              # K of a class-conditional model, else None
     num_categories: Optional[int]           # K of a prior over codes in [0, K), else None
+    spatial_channels: Optional[int]         # D of a spatial condition (B, Hs, Ws, D), else None
     rng: Optional[tf.random.Generator]      # dropout's generator, checkpointed; None: none
     fast_ops: bool                          # built with the speed-ups of fast_ops.py
 
     def call(self, x, h=None, training=False):
-        """x (B, H, W, C); h (B, K) one-hot labels or None -> out. Called as ``model(x, ...)``."""
+        """x (B, H, W, C) or codes (B, H, W); h (B, D) or None; with spatial_channels, also
+        ``spatial=`` (B, Hs, Ws, D) -> out. Called as ``model(x, ...)``."""
 
     def initialize(self, x, h=None, training=True):
         """Create the weights (and run any data-dependent initialisation) on one batch x;
@@ -48,7 +52,8 @@ class AutoregressiveModel(Protocol):
         """(B,) negative log-likelihood of each image, in nats."""
 
     def subpixel_log_prob(self, x, out):
-        """(B, H, W, C) log p of each sub-pixel given all before it, in nats."""
+        """(B, H, W, C) log p of each sub-pixel given all before it, in nats; (B, H, W) of each
+        code."""
 
     def sample_images(self, batch_size, image_shape, h=None, seed=0, method=None, **kwargs):
         """(batch_size, H, W, C) float32 images in [-1, 1] drawn from the model; image_shape

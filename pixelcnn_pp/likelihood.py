@@ -16,7 +16,7 @@ import tensorflow as tf
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
-    "scale_images", "categorical_log_prob", "categorical_loss", "sample_categorical",
+    "scale_images", "model_inputs", "categorical_log_prob", "categorical_loss", "sample_categorical",
     "discretized_mix_logistic_log_prob", "discretized_mix_logistic_loss", "nll_per_image",
     "subpixel_log_prob", "bits_per_dim", "sample_from_discretized_mix_logistic", "uniform_noise",
     "energy_distance_loss", "nr_mix_from_params",
@@ -27,6 +27,12 @@ def scale_images(x):
     """uint8 images -> float32 in [-1, 1], as the original's train.py: (x - 127.5) / 127.5.
     The likelihood's 256 bins are centred on this grid."""
     return (tf.cast(x, tf.float32) - 127.5) / 127.5
+
+
+def model_inputs(x):
+    """A batch as a model takes it: uint8 images -> float32 in [-1, 1] (``scale_images``);
+    integer code maps stay as they are."""
+    return scale_images(x) if x.dtype == tf.uint8 else x
 
 
 def nr_mix_from_params(num_params, num_channels=3):

@@ -191,12 +191,14 @@ def _fmt(v):
     return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
 
 
-def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
+def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None, codes=False):
     """An RGB uint8 picture of one image beside its per-pixel NLL map in bits, with a colour
     bar labelled by the map's range (and the image's bits/dim when given).
 
     image: uint8 (H, W, C); nll_bits: (H, W), e.g. -subpixel_log_prob summed over channels /
     ln 2. Both panels are upscaled by ``scale`` (default: about 192 pixels on the long side).
+    codes: the image is a code map in colours (``codes_to_rgb`` at scale 1) and the map its
+    NLL per code: the captions say so.
     """
     image = np.asarray(image)
     nll_bits = np.asarray(nll_bits, np.float64)
@@ -211,9 +213,10 @@ def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
     label_w = max([_text_width("000.00", ts)] + [_text_width(t, ts) for t in labels])
     margin, gap, bar_w = 10, 10, 16
     ph, pw = H * s, W * s
-    captions = ["NLL PER PIXEL IN BITS: " + f"{_fmt(lo)} TO {_fmt(hi)}"]
+    unit = "CODE" if codes else "PIXEL"
+    captions = [f"NLL PER {unit} IN BITS: " + f"{_fmt(lo)} TO {_fmt(hi)}"]
     if bits_per_dim is not None:
-        captions.append(f"MEAN {_fmt(float(bits_per_dim))} BITS/DIM")
+        captions.append(f"MEAN {_fmt(float(bits_per_dim))} BITS/{'CODE' if codes else 'DIM'}")
     width = margin + pw + gap + pw + gap + bar_w + 6 + label_w + margin
     width = max(width, 2 * margin + max(_text_width(c, ts) for c in captions))
     top = margin + line                             # panel titles above
@@ -226,7 +229,7 @@ def heatmap_image(image, nll_bits, bits_per_dim=None, scale=None):
     t = (nll_bits - lo) / (hi - lo) if hi > lo else np.zeros_like(nll_bits)
     canvas[top:top + ph, left2:left2 + pw] = np.kron(colour_map(t), np.ones((s, s, 1),
                                                                              np.uint8))
-    draw_text(canvas, "IMAGE", margin, left1, ts)
+    draw_text(canvas, "CODES" if codes else "IMAGE", margin, left1, ts)
     draw_text(canvas, "NLL BITS", margin, left2, ts)
 
     bar_left = left2 + pw + gap                     # the colour bar: hi at the top

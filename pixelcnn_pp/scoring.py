@@ -6,13 +6,15 @@
     c = scoring.input_complexity(images)      # (N,) bits/dim of a lossless PNG encoding
     a = scoring.auroc(scores_in, scores_out)  # higher score = more "out"
 
-``images`` are uint8 (N, H, W, C). Scores use whatever weights the model holds: load it
-with ``checkpoint.load_for_inference(save_dir, use_averages=True)`` for the Polyak averages,
-as evaluation does. Works for PixelCNN++ (RGB and grayscale, conditional with ``labels``)
+``images`` are uint8 (N, H, W, C), or int code maps (N, H, W) for a prior over codes
+(``num_categories``), whose scores are per code (``bits_per_code``); a spatially conditioned
+model takes each input's map as ``spatial=`` (N, Hs, Ws, D). Scores use whatever weights the
+model holds: load it with ``checkpoint.load_for_inference(save_dir, use_averages=True)`` for
+the Polyak averages, as evaluation does. Works for PixelCNN++ (RGB and grayscale, conditional with ``labels``)
 and the PixelCNN baseline; an energy-distance model has no likelihood and is refused.
 
 The scores (higher = more likely out of distribution):
-    bits_per_dim      -log2 p(x) / (H W C)
+    bits_per_dim      -log2 p(x) / (H W C)      (bits_per_code: -log2 p(codes) / (H W))
     llr               bits/dim under a background model minus bits/dim under this one, the
                       likelihood ratio of Ren et al. 2019 per dimension (higher = more "in":
                       use -llr as an out-score)
@@ -27,7 +29,7 @@ import tensorflow as tf
 
 from pixelcnn_pp.batches import run_in_batches
 from pixelcnn_pp.errors import InvalidInputError
-from pixelcnn_pp.likelihood import bits_per_dim, scale_images
+from pixelcnn_pp.likelihood import bits_per_dim, model_inputs
 
 __all__ = ["score_images", "mutate_inputs", "subpixel_nll", "input_complexity", "png_bytes",
            "auroc"]
@@ -37,42 +39,67 @@ _FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def _functions(model):
-    """{"nll": (x uint8, h) -> (B,) nats, "subpixel": (x uint8, h) -> (B, H, W, C) log p},
-    through the interface PixelCNNPP and the PixelCNN baseline share."""
+    """{"nll": (x, h, s) -> (B,) nats, "subpixel": (x, h, s) -> (B, H, W, C) or, for codes,
+    (B, H, W) log p}, through the interface PixelCNNPP and the PixelCNN baseline share. x:
+    uint8 images or int32 codes; h: (B, D) or None; s: spatial maps or None."""
     if getattr(model, "energy_distance", False):
         raise InvalidInputError("an energy-distance model has no likelihood to score images "
                                 "with: score with a model trained on the likelihood")
     if model in _FUNCTIONS:
         return _FUNCTIONS[model]
 
-    @tf.function(autograph=False)
-    def nll(x, h):
-        x = scale_images(x)
-        return model.nll_per_image(x, model(x, h=h, training=False))
+    def out(x, h, s):
+        return model(x, h=h, training=False, **({} if s is None else {"spatial": s}))
 
     @tf.function(autograph=False)
-    def subpixel(x, h):
-        x = scale_images(x)
-        return model.subpixel_log_prob(x, model(x, h=h, training=False))
+    def nll(x, h, s):
+        x = model_inputs(x)
+        return model.nll_per_image(x, out(x, h, s))
+
+    @tf.function(autograph=False)
+    def subpixel(x, h, s):
+        x = model_inputs(x)
+        return model.subpixel_log_prob(x, out(x, h, s))
 
     _FUNCTIONS[model] = {"nll": nll, "subpixel": subpixel}
     return _FUNCTIONS[model]
 
 
-def _check_images(model, images, labels):
-    """uint8 (N, H, W, C) images of the model's channel count, and int labels for a
-    conditional model; raises InvalidInputError saying what is wrong."""
+def _check_inputs(model, images, labels, spatial):
+    """(images, labels or None, spatial or None) as the model takes them: uint8 (N, H, W, C)
+    images of its channel count, or int codes (N, H, W) in [0, K) for a prior over codes; int
+    labels for a class-conditional model; float maps (N, Hs, Ws, D) for a spatially
+    conditioned one. Raises InvalidInputError saying what is wrong."""
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
+    K = model.num_categories
+    if K:
+        if not np.issubdtype(images.dtype, np.integer) or images.ndim != 3:
+            raise InvalidInputError(f"this model is a prior over {K} codes: give int code maps "
+                                    f"(N, H, W); got {images.dtype} {images.shape}")
+        if images.size and (images.min() < 0 or images.max() >= K):
+            bad = images.min() if images.min() < 0 else images.max()
+            raise InvalidInputError(f"the code maps hold the code {bad}, outside [0, {K})")
+        images = images.astype(np.int32)
+    elif images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
                                 f"{images.shape}")
-    C = model.num_channels
-    if images.shape[-1] != C:
-        raise InvalidInputError(f"the model takes {C}-channel images; these have "
-                                f"{images.shape[-1]} channels (shape {images.shape})")
+    elif images.shape[-1] != model.num_channels:
+        raise InvalidInputError(f"the model takes {model.num_channels}-channel images; these "
+                                f"have {images.shape[-1]} channels (shape {images.shape})")
+    D = model.spatial_channels
+    if D:
+        if spatial is None:
+            raise InvalidInputError(f"this model is conditioned on spatial maps ({D} channels):"
+                                    " it scores p(x | map) and needs each input's map")
+        spatial = np.asarray(spatial, np.float32)
+        if spatial.ndim != 4 or len(spatial) != len(images) or spatial.shape[-1] != D:
+            raise InvalidInputError(f"spatial maps must be ({len(images)}, Hs, Ws, {D}); got "
+                                    f"{spatial.shape}")
+    else:
+        spatial = None
     k = model.num_classes
     if not k:
-        return images, None
+        return images, None, spatial
     if labels is None:
         raise InvalidInputError(f"this model is class-conditional ({k} classes): it scores p(x | "
                                 "label) and needs each image's label")
@@ -83,16 +110,16 @@ def _check_images(model, images, labels):
     if bad.size:
         raise InvalidInputError(f"labels {sorted(set(bad.tolist()))} out of range: the model "
                                 f"has {k} classes (0 .. {k - 1})")
-    return images, labels
+    return images, labels, spatial
 
 
-def _batched(model, name, images, labels, batch_size, progress=None):
-    """Run the model's function ``name`` over images in batches of batch_size
+def _batched(model, name, images, labels, spatial, batch_size, progress=None):
+    """Run the model's function ``name`` over images (or code maps) in batches of batch_size
     (``batches.run_in_batches``: the last one filled up, the extra outputs dropped);
     concatenated numpy output."""
     if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
         raise InvalidInputError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    images, labels = _check_images(model, images, labels)
+    images, labels, spatial = _check_inputs(model, images, labels, spatial)
     fn = _functions(model)[name]
     k = model.num_classes
     if not len(images):
@@ -100,45 +127,55 @@ def _batched(model, name, images, labels, batch_size, progress=None):
 
     def run(idx, b, report):
         h = tf.one_hot(labels[idx], k) if k else None
-        return fn(tf.constant(images[idx]), h)
+        s = None if spatial is None else tf.constant(spatial[idx])
+        return fn(tf.constant(images[idx]), h, s)
 
     return run_in_batches(run, len(images), min(batch_size, len(images)), progress)
 
 
-def score_images(model, images, labels=None, batch_size=16, background=None, progress=None):
-    """Likelihood scores of uint8 images (N, H, W, C): a dict of (N,) float64 arrays.
+def score_images(model, images, labels=None, batch_size=16, background=None, progress=None,
+                 spatial=None):
+    """Likelihood scores of uint8 images (N, H, W, C), or of int code maps (N, H, W) under a
+    prior over codes: a dict of (N,) float64 arrays.
 
-    "nll_nats": -log p(x) in nats (``nll_per_image``); "bits_per_dim": that / (ln 2 H W C);
-    with a ``background`` model (same image shape), "llr": the background's bits/dim minus
-    this model's. labels: (N,) ints for a class-conditional model (ignored otherwise; a
-    conditional background takes them too). N need not be a multiple of batch_size.
-    progress: called as progress(images done, N) after each batch.
+    "nll_nats": -log p(x) in nats (``nll_per_image``); "bits_per_dim": that / (ln 2 H W C), or
+    for code maps "bits_per_code": that / (ln 2 H W); with a ``background`` model (same
+    inputs), "llr": the background's bits per dimension (code) minus this model's. labels:
+    (N,) ints for a class-conditional model (ignored otherwise; a conditional background
+    takes them too); spatial: (N, Hs, Ws, D) maps for a spatially conditioned model (likewise).
+    N need not be a multiple of batch_size. progress: called as progress(done, N) after each
+    batch.
     """
     images = np.asarray(images)
-    shape = images.shape[1:] if images.ndim == 4 else ()
-    nll = _batched(model, "nll", images, labels, batch_size, progress).astype(np.float64)
-    result = {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, 1, shape)}
+    shape = images.shape[1:]
+    key = "bits_per_code" if model.num_categories else "bits_per_dim"
+    nll = _batched(model, "nll", images, labels, spatial, batch_size, progress)
+    nll = nll.astype(np.float64)
+    result = {"nll_nats": nll, key: bits_per_dim(nll, 1, shape)}
     if background is not None:
-        bg = _batched(background, "nll", images, labels, batch_size, progress)
-        result["llr"] = bits_per_dim(bg.astype(np.float64), 1, shape) - result["bits_per_dim"]
+        bg = _batched(background, "nll", images, labels, spatial, batch_size, progress)
+        result["llr"] = bits_per_dim(bg.astype(np.float64), 1, shape) - result[key]
     return result
 
 
-def subpixel_nll(model, images, labels=None, batch_size=16, progress=None):
+def subpixel_nll(model, images, labels=None, batch_size=16, progress=None, spatial=None):
     """-log p(x_ijc | everything before it) in nats of every sub-pixel: (N, H, W, C) float64
-    (``likelihood.subpixel_log_prob``; the baseline's softmax terms for a PixelCNN)."""
-    return -_batched(model, "subpixel", images, labels, batch_size, progress).astype(np.float64)
+    (``likelihood.subpixel_log_prob``; the baseline's softmax terms for a PixelCNN); of every
+    code, (N, H, W), for a prior over codes."""
+    return -_batched(model, "subpixel", images, labels, spatial, batch_size,
+                     progress).astype(np.float64)
 
 
 # ----------------------------------------------------------------------- input complexity
-def mutate_inputs(x, rate, seed):
+def mutate_inputs(x, rate, seed, num_values=256):
     """Replace each sub-pixel of the uint8 images x, independently with probability ``rate``,
     by a uniform random value in 0..255 (the input perturbation of Ren et al. 2019's background
-    models). ``seed``: a stateless (2,) int seed; the same seed gives the same images."""
+    models); for int code maps, by a code in 0..num_values - 1. ``seed``: a stateless (2,) int
+    seed; the same seed gives the same images."""
     s_mask, s_value = tf.unstack(tf.random.experimental.stateless_split(
         tf.cast(seed, tf.int64), 2))
     replace = tf.random.stateless_uniform(tf.shape(x), s_mask) < rate
-    values = tf.random.stateless_uniform(tf.shape(x), s_value, minval=0, maxval=256,
+    values = tf.random.stateless_uniform(tf.shape(x), s_value, minval=0, maxval=num_values,
                                          dtype=tf.int32)
     return tf.where(replace, tf.cast(values, x.dtype), x)
 

@@ -60,7 +60,8 @@ def test_a_conditional_prior_trains_and_reports_bits_per_code(codes_file, tmp_pa
 
 
 def test_a_conditional_prior_resumes_exactly(codes_file, tmp_path):
-    cfg = dict(dropout_p=0.5)
+    # with dropout and, as a background model for likelihood ratios, mutated codes
+    cfg = dict(dropout_p=0.5, input_mutation_rate=0.2)
     train(prior_cfg(codes_file, tmp_path / "straight", max_steps=11, **cfg))
     train(prior_cfg(codes_file, tmp_path / "resumed", max_steps=5, **cfg))
     train(prior_cfg(codes_file, tmp_path / "resumed", max_steps=11, load_params=True, **cfg))
@@ -93,11 +94,19 @@ def test_spatial_conditioning_needs_maps(codes_file, tmp_path):
                         class_conditional=False))
 
 
-def test_sample_py_writes_code_maps_of_a_conditional_prior(codes_file, tmp_path):
-    train(prior_cfg(codes_file, tmp_path / "run", max_steps=2))
+@pytest.fixture(scope="module")
+def trained_prior(codes_file, tmp_path_factory):
+    """The save_dir of a conditional prior (labels and spatial maps) trained for 2 steps,
+    shared by the tests that only read it."""
+    run = tmp_path_factory.mktemp("prior") / "run"
+    train(prior_cfg(codes_file, run, max_steps=2))
+    return str(run)
+
+
+def test_sample_py_writes_code_maps_of_a_conditional_prior(trained_prior, tmp_path):
     out = tmp_path / "s.png"
     p = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--save_dir",
-                        str(tmp_path / "run"), "--num_samples", "3", "--batch_size", "2",
+                        trained_prior, "--num_samples", "3", "--batch_size", "2",
                         "--temperature", "0.8", "--out", str(out)], env=env(), cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -111,6 +120,68 @@ def test_sample_py_writes_code_maps_of_a_conditional_prior(codes_file, tmp_path)
     picture = iio.imread(out)
     assert picture.ndim == 3 and picture.shape[-1] == 3   # each code drawn as its colour
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--save_dir",
-                          str(tmp_path / "run"), "--temperature", "0", "--out", str(out)],
+                          trained_prior, "--temperature", "0", "--out", str(out)],
                          env=env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--temperature must be a number > 0" in bad.stderr
+
+
+def test_score_py_scores_code_maps_under_their_maps_and_labels(trained_prior, codes_file,
+                                                                tmp_path):
+    import csv
+
+    import imageio.v3 as iio
+
+    from pixelcnn_pp import scoring
+    from pixelcnn_pp.cli.score_files import ScoreRequest, score_to_files
+    from pixelcnn_pp.errors import UsageError
+    summary, result = score_to_files(ScoreRequest(
+        save_dir=trained_prior, out=str(tmp_path / "s.csv"), batch_size=5,
+        heatmaps=str(tmp_path / "maps"), num_heatmaps=2))
+    assert "mean bits/code" in summary and result["images"] == 16
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["index", "label", "nll_nats", "bits_per_code"]
+    bpc = np.array([float(r["bits_per_code"]) for r in rows])
+    nats = np.array([float(r["nll_nats"]) for r in rows])
+    np.testing.assert_allclose(bpc, nats / (np.log(2) * 6 * 5), rtol=1e-12)
+    # The scores are those of evaluation (the same averages, labels and maps)...
+    res = evaluate_checkpoint(save_dir=trained_prior, batch_size=8)
+    assert bpc.mean() == pytest.approx(res["test_bits_per_code"], rel=1e-5)
+    # ... and the per-code terms add up to them.
+    model, config = ckpt_lib.load_for_inference(trained_prior)
+    with np.load(codes_file) as f:
+        codes, labels, spatial = f["test_codes"], f["test_labels"], f["test_spatial"]
+    per_code = scoring.subpixel_nll(model, codes, labels, batch_size=7, spatial=spatial)
+    assert per_code.shape == (16, 6, 5)
+    np.testing.assert_allclose(per_code.sum((1, 2)), nats, rtol=1e-5)
+    # The maps are used: other maps give other scores.
+    moved = scoring.score_images(model, codes, labels, spatial=spatial[::-1])["nll_nats"]
+    assert np.abs(moved - nats).max() > 1e-4
+    picture = iio.imread(tmp_path / "maps" / "heatmap_00000.png")
+    assert picture.ndim == 3 and picture.shape[-1] == 3 and picture.std() > 0
+    assert sorted(os.listdir(tmp_path / "maps")) == ["heatmap_00000.png", "heatmap_00001.png"]
+
+    # Against another set of code maps: AUROCs over code maps.
+    rng = np.random.RandomState(1)
+    other = tmp_path / "other.npz"
+    np.savez(other, num_categories=np.int64(K),
+             train_codes=rng.randint(0, K, (6, 6, 5)), test_codes=rng.randint(0, K, (4, 6, 5)),
+             train_labels=np.zeros(6, np.int64), test_labels=np.ones(4, np.int64),
+             train_spatial=rng.randn(6, 3, 5, 2), test_spatial=rng.randn(4, 3, 5, 2))
+    summary, result = score_to_files(ScoreRequest(
+        save_dir=trained_prior, out=str(tmp_path / "ood.csv"), ood_data_set="codes",
+        ood_data_dir=str(other)))
+    assert "AUROC, 16 in-distribution against 10 out-of-distribution code maps" in summary
+    assert set(result["auroc"]) == {"bits_per_code"}
+
+    # What a prior over codes cannot be asked: one line each.
+    with pytest.raises(UsageError, match="--input_complexity measures images"):
+        score_to_files(ScoreRequest(save_dir=trained_prior, out=str(tmp_path / "x.csv"),
+                                    input_complexity=True))
+    with pytest.raises(UsageError, match="scores code maps but 'demo'"):
+        score_to_files(ScoreRequest(save_dir=trained_prior, out=str(tmp_path / "x.csv"),
+                                    data_set="demo", data_dir=""))
+    with pytest.raises(ValueError, match="needs each input's map"):
+        scoring.score_images(model, codes, labels)
+    with pytest.raises(ValueError, match="outside \\[0, 5\\)"):
+        scoring.score_images(model, codes + 1, labels, spatial=spatial)

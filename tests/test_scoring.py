@@ -282,6 +282,11 @@ def test_mutate_inputs_replaces_the_given_fraction_with_uniform_values():
         assert y[changed].astype(float).mean() == pytest.approx(127.5, abs=4)
     np.testing.assert_array_equal(mutate_inputs(tf.constant(x), 0.3, [1, 2]).numpy(), y)
     assert (mutate_inputs(tf.constant(x), 0.3, [1, 3]).numpy() != y).any()
+    # Code maps: a replacement is a code in [0, num_values), each as likely.
+    codes = np.full((64, 16, 16), 2, np.int32)
+    y = mutate_inputs(tf.constant(codes), 0.5, [1, 2], num_values=5).numpy()
+    assert y.dtype == np.int32 and y.min() == 0 and y.max() == 4
+    assert np.bincount(y[y != 2], minlength=5)[[0, 1, 3, 4]].min() > 0.2 * (y != 2).sum()
 
 
 def _op_types(step):

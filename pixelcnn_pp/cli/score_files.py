@@ -22,8 +22,8 @@ __all__ = ["ScoreRequest", "score_to_files"]
 
 # The CSV's score columns, in order, and the sign that makes each an out-score for AUROCs
 # (higher = more likely out): the likelihood ratio is high for in-distribution images.
-_SCORES = {"nll_nats": None, "bits_per_dim": 1.0, "llr": -1.0, "input_complexity": None,
-          "ic_score": 1.0}
+_SCORES = {"nll_nats": None, "bits_per_dim": 1.0, "bits_per_code": 1.0, "llr": -1.0,
+           "input_complexity": None, "ic_score": 1.0}
 
 
 @dataclasses.dataclass
@@ -66,7 +66,8 @@ def _heatmap_path(r, key, i):
 
 
 def _load_set(r, data_set, data_dir, subset):
-    """{"images", "labels" (or None), "files" (or None), "name"} of a subset, loaded once.
+    """{"images", "labels", "spatial", "files" (each or None), "name"} of a subset, loaded
+    once ("images" are code maps for a codes data set).
 
     "all" is the train split then the test split; a loader that serves the same images for
     both (tools/ood_sets.py's) gives them once."""
@@ -90,27 +91,33 @@ def _load_set(r, data_set, data_dir, subset):
         parts = [getattr(s, attr, None) for s in splits]
         return None if any(p is None for p in parts) else np.concatenate(parts)
 
-    images, labels, files = joined("data"), joined("labels"), joined("files")
+    s = {key: joined(attr) for key, attr in (("images", "data"), ("labels", "labels"),
+                                             ("spatial", "spatial"), ("files", "files"))}
     if r.max_images is not None:
-        images = images[:r.max_images]
-        labels = None if labels is None else labels[:r.max_images]
-        files = None if files is None else files[:r.max_images]
+        s = {key: None if v is None else v[:r.max_images] for key, v in s.items()}
     split = "train+test splits" if subset == "all" else f"{subset} split"
-    return {"images": images, "labels": labels, "files": files,
-            "name": f"{data_set!r} ({split}{', ' + data_dir if data_dir else ''})"}
+    return {**s, "name": f"{data_set!r} ({split}{', ' + data_dir if data_dir else ''})"}
 
 
 def _check_set(config, s, what):
-    """UsageError unless the model ``what`` can score the set: its image shape, its labels."""
+    """UsageError unless the model ``what`` can score the set: images or code maps of its
+    shape, its labels, its spatial maps."""
     shape = tuple(s["images"].shape[1:])
+    kind = "code maps" if config.num_categories else "images"
+    if (s["images"].ndim == 3) != bool(config.num_categories):
+        have = "code maps" if s["images"].ndim == 3 else "images"
+        raise UsageError(f"the {what} scores {kind} but {s['name']} holds {have}: score a data "
+                         f"set of {kind}")
     if shape != tuple(config.image_shape):
-        H, W, C = config.image_shape
-        raise UsageError(f"the {what} takes {H}x{W}x{C} images but {s['name']} has "
-                         f"{'x'.join(map(str, shape))} images: score data of the model's "
-                         "size and channels")
+        raise UsageError(f"the {what} takes {'x'.join(map(str, config.image_shape))} {kind} but "
+                         f"{s['name']} has {'x'.join(map(str, shape))} {kind}: score data of "
+                         "the model's size" + ("" if config.num_categories else " and channels"))
     if config.num_classes and s["labels"] is None:
         raise UsageError(f"the {what} is class-conditional: it scores p(x | label), but "
                          f"{s['name']} has no labels")
+    if config.spatial_channels and s["spatial"] is None:
+        raise UsageError(f"the {what} is conditioned on spatial maps: it scores p(x | map), "
+                         f"but {s['name']} has no spatial maps")
 
 
 def _load_models(r, in_shape):
@@ -158,11 +165,16 @@ def score_to_files(r):
         _check_set(config, s, "model")
         if bg_config is not None:
             _check_set(bg_config, s, "background model")
+    if r.input_complexity and config.num_categories:
+        raise UsageError("--input_complexity measures images by their PNG encoding; this "
+                         "model is a prior over code maps: leave --input_complexity out")
+    key_bits = "bits_per_code" if config.num_categories else "bits_per_dim"
 
     rows, scores = [], {}
     for key, s in sets.items():
         sc = scoring.score_images(model, s["images"], labels=s["labels"],
-                                  batch_size=r.batch_size, background=background,
+                                  spatial=s["spatial"], batch_size=r.batch_size,
+                                  background=background,
                                   progress=ProgressBar(f"scoring {key}", tty_only=True))
         if r.input_complexity:
             sc["input_complexity"] = scoring.input_complexity(s["images"])
@@ -184,25 +196,31 @@ def score_to_files(r):
     _write_csv(r.out, rows, columns)
 
     n = {key: len(s["images"]) for key, s in sets.items()}
-    means = ", ".join(f"{s['name']} {float(np.mean(scores[key]['bits_per_dim'])):.4f}"
+    means = ", ".join(f"{s['name']} {float(np.mean(scores[key][key_bits])):.4f}"
                       for key, s in sets.items())
-    summary = f"wrote {r.out}: {len(rows)} rows; mean bits/dim {means}"
+    summary = (f"wrote {r.out}: {len(rows)} rows; mean "
+               f"{'bits/code' if config.num_categories else 'bits/dim'} {means}")
     if "out" not in sets:
-        return summary, {"images": n["in"],
-                         "bits_per_dim": float(np.mean(scores["in"]["bits_per_dim"]))}
+        return summary, {"images": n["in"], key_bits: float(np.mean(scores["in"][key_bits]))}
     auroc = {name: scoring.auroc(sign * scores["in"][name], sign * scores["out"][name])
              for name, sign in _SCORES.items() if sign is not None and name in scores["in"]}
+    kind = "code maps" if config.num_categories else "images"
     summary += (f"\nAUROC, {n['in']} in-distribution against {n['out']} out-of-distribution "
-                "images: " + ", ".join(f"{name} {v:.4f}" for name, v in auroc.items()))
+                f"{kind}: " + ", ".join(f"{name} {v:.4f}" for name, v in auroc.items()))
     return summary, {"auroc": auroc, "in": n["in"], "out": n["out"]}
 
 
 def _write_heatmaps(r, model, s, sc, key):
     k = min(r.num_heatmaps, len(s["images"]))
-    nll = scoring.subpixel_nll(model, s["images"][:k], batch_size=r.batch_size,
-                               labels=None if s["labels"] is None else s["labels"][:k])
-    bits = nll.sum(axis=-1) / math.log(2.0)                    # (k, H, W) bits per pixel
+    first = {name: None if s[name] is None else s[name][:k] for name in ("labels", "spatial")}
+    nll = scoring.subpixel_nll(model, s["images"][:k], batch_size=r.batch_size, **first)
+    K = model.num_categories
+    if K:     # (k, H, W) bits per code, beside the codes in their colours
+        bits, pictures = nll / math.log(2.0), plotting.codes_to_rgb(s["images"][:k], K, 1)
+    else:     # (k, H, W) bits per pixel, beside the images
+        bits, pictures = nll.sum(axis=-1) / math.log(2.0), s["images"][:k]
+    per = sc["bits_per_code" if K else "bits_per_dim"]
     os.makedirs(r.heatmaps, exist_ok=True)
     for i in range(k):
         iio.imwrite(_heatmap_path(r, key, i),
-                    plotting.heatmap_image(s["images"][i], bits[i], sc["bits_per_dim"][i]))
+                    plotting.heatmap_image(pictures[i], bits[i], per[i], codes=bool(K)))

@@ -114,7 +114,7 @@ def complete(model, images, num_given, h=None, spatial=None, seed=0, method="fas
 def _check_completion_args(model, images, num_given, h, spatial, method, seed, temperature):
     """(the canvas as float32 numpy (B, H, W, C), num_given as int), or a UsageError /
     InvalidInputError saying what is wrong."""
-    codes = bool(getattr(model, "num_categories", None))
+    codes = bool(model.num_categories)
     images = np.asarray(images)
     if codes:
         if not np.issubdtype(images.dtype, np.integer):
@@ -132,7 +132,7 @@ def _check_completion_args(model, images, num_given, h, spatial, method, seed, t
         if images.ndim != 4 or images.shape[0] < 1:
             raise InvalidInputError(f"images must be a batch (B, H, W, C) with B >= 1; got "
                                     f"shape {images.shape}")
-        if images.shape[-1] != getattr(model, "num_channels", images.shape[-1]):
+        if images.shape[-1] != model.num_channels:
             raise InvalidInputError(f"this model draws {model.num_channels}-channel images; "
                                     f"the images have {images.shape[-1]} channels (shape "
                                     f"{images.shape})")

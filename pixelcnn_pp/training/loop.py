@@ -24,7 +24,8 @@ from pixelcnn_pp.errors import RunError
 from pixelcnn_pp.optim import PolyakAverage
 from pixelcnn_pp.training import outputs
 from pixelcnn_pp.training.run import setup
-from pixelcnn_pp.training.steps import model_inputs, one_hot_labels, spatial_kwarg
+from pixelcnn_pp.likelihood import model_inputs
+from pixelcnn_pp.training.steps import one_hot_labels, spatial_kwarg
 
 __all__ = ["train", "resume_or_initialise", "train_epoch", "evaluate", "log_and_save",
            "EpochResult", "learning_rate_at", "NonFiniteLossError"]

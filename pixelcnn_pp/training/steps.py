@@ -4,10 +4,10 @@ over the replicas inside) and the input pipeline that feeds them. Benchmarks tim
 import numpy as np
 import tensorflow as tf
 
-from pixelcnn_pp.likelihood import scale_images
+from pixelcnn_pp.likelihood import model_inputs
 from pixelcnn_pp.scoring import mutate_inputs
 
-__all__ = ["one_hot_labels", "model_inputs", "make_steps", "split_batch", "distribute_batches"]
+__all__ = ["one_hot_labels", "make_steps", "split_batch", "distribute_batches"]
 
 
 def one_hot_labels(y, num_classes):
@@ -19,11 +19,6 @@ def spatial_kwarg(s):
     """``spatial=s`` for a model with a spatial condition; nothing for the others (the
     baseline takes no such argument)."""
     return {} if s is None else {"spatial": s}
-
-
-def model_inputs(x):
-    """A batch as the model takes it: uint8 images -> float32 in [-1, 1]; codes stay ints."""
-    return scale_images(x) if x.dtype == tf.uint8 else x
 
 
 def make_steps(strategy, model, optimizer, averages, objective, num_classes=None,
@@ -40,9 +35,9 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
 
-    input_mutation_rate: training images are ``mutate_inputs``-ed with this rate, afresh every
-    step, seeded by (mutation_seed, the optimizer's step, the replica), so a resumed run sees
-    the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
+    input_mutation_rate: training images (or code maps) are ``mutate_inputs``-ed with this
+    rate, afresh every step, seeded by (mutation_seed, the optimizer's step, the replica), so a
+    resumed run sees the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
     weights is added to the summed objective that is differentiated (the returned loss is the
     objective alone). Both 0: the plain steps.
 
@@ -79,7 +74,7 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
                 tf.stack([tf.constant(mutation_seed, tf.int64),
                           tf.cast(optimizer.iterations, tf.int64)]),
                 ctx.replica_id_in_sync_group if ctx is not None else 0)
-            x = mutate_inputs(x, input_mutation_rate, seed)
+            x = mutate_inputs(x, input_mutation_rate, seed, model.num_categories or 256)
         # Deviation: gradients first, then Adam's update, then the averages, in that order;
         # the original's train op groups them unordered (a race, docs/ORIGINAL.md §4).
         loss, grads = loss_and_grads(x, y, s)
