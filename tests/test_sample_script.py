@@ -64,6 +64,13 @@ def test_sample_py_from_save_dir(save_dir):
     np.testing.assert_array_equal(tile[:8, :8], images[0])
     np.testing.assert_array_equal(tile[9:17, :8], images[3])
     assert np.all(tile[8] == 255) and np.all(tile[:, 17] == 255)
+    # Run again onto the same --out: refused, the samples untouched; --overwrite replaces.
+    before = open(out, "rb").read()
+    again = run_sample_py(f"--save_dir={save_dir}", "--num_samples=1", f"--out={out}")
+    last = again.stderr.strip().splitlines()[-1]
+    assert again.returncode == 2 and last.startswith("sample.py: error: "), again.stderr
+    assert "samples.png and " in last and "pass --overwrite" in last
+    assert open(out, "rb").read() == before
     # The same images in process, from the Polyak-averaged weights: batch b has its own seed,
     # and the last batch is filled up with the first labels.
     model, _ = checkpoint.load_for_inference(save_dir, use_averages=True)

@@ -32,6 +32,7 @@ flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "(weights normalised in float32; pixels and their sampling in float32)")
 flags.DEFINE_string("out", "samples.png", "PNG grid to write (first 100 images); the .npz "
                     "of all images (uint8) goes beside it")
+flags.DEFINE_boolean("overwrite", False, "replace --out and its .npz if they exist already")
 flags.DEFINE_list("image_shape", None, "H,W,C to sample (default: the save_dir's training "
                   "shape, or 32,32,3 for a TF1 checkpoint; H,W for code maps); any H, W >= 1")
 flags.DEFINE_string("complete", None, "complete images instead of sampling new ones: an .npz "
@@ -58,6 +59,16 @@ def _image_shape():
         raise cli.UsageError(f"--image_shape must be H,W,C (H,W for code maps); got "
                              f"{','.join(F.image_shape)}")
     return shape
+
+
+def _refuse_existing(out):
+    """UsageError if --out or the .npz beside it exists (unless --overwrite): samples a user
+    has are never replaced unasked."""
+    import os
+    there = [p for p in (out, out[:-4] + ".npz") if os.path.exists(p)]
+    if there and not F.overwrite:
+        raise cli.UsageError(f"{' and '.join(there)} exist(s) already: choose another --out, "
+                             "or pass --overwrite to replace them")
 
 
 def _spatial_maps(config, n):
@@ -91,6 +102,10 @@ def _spatial_maps(config, n):
 def _main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not F.out.lower().endswith(".png"):
+        raise cli.UsageError(f"--out must name a .png file (the .npz goes beside it); got "
+                             f"{F.out!r}")
+    _refuse_existing(F.out)
     shape = _image_shape()
     source = cli.model_source(F, shape)      # checks the model flags
     if F.given_rows is not None and not F.complete:

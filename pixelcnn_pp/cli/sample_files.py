@@ -20,7 +20,7 @@ def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=Non
     conditional, ``seed``). For a prior over codes: ``codes`` (N, H, W) int32 in the .npz and
     each code's colour (``plotting.code_colours``) in the PNG. labels: as
     ``batches.sample_labels``. spatial: (N, Hs, Ws, D) maps for a model with a spatial
-    condition (map n conditions sample n). Batch b is drawn with ``batches.batch_seed(seed,
+    condition (map n conditions sample n; written to the .npz as ``spatial``). Batch b is drawn with ``batches.batch_seed(seed,
     b)``. progress(rows_done, rows_total) is called after every image row. Returns (images
     uint8 or codes, labels or None).
     """
@@ -61,5 +61,7 @@ def sample_to_files(model, out, num_samples, batch_size, image_shape, labels=Non
         arrays = {"images": images, "seed": np.int64(seed)}
     if y is not None:
         arrays["labels"] = y
+    if spatial is not None:
+        arrays["spatial"] = np.asarray(spatial, np.float32)
     np.savez(str(out)[:-4] + ".npz", **arrays)
     return images, y

@@ -25,7 +25,7 @@ F = flags.FLAGS
 cli.define_model_flags()     # --save_dir or --tf1_checkpoint (+ model flags), --fast_ops
 flags.DEFINE_boolean("raw", False, "Use the raw trained weights instead of the averages")
 flags.DEFINE_string("data_set", None, "Data set to score (default: the save_dir's; cifar for "
-                    "a TF1 checkpoint): demo|cifar|imagenet|imagenet64|mnist|folder or "
+                    "a TF1 checkpoint): demo|cifar|imagenet|imagenet64|mnist|folder|codes or "
                     "package.module[:Class]")
 flags.DEFINE_string("data_dir", None, "Location of the data set (default: the save_dir's)")
 flags.DEFINE_enum("subset", "test", ["test", "train"], "Which split to score")
