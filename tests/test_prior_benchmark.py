@@ -52,9 +52,4 @@ def test_prior_codes_benchmark_smoke():
     assert r["naive_seconds_per_position"] > 0 and r["naive_timed_positions"] == 2
     assert math.isclose(r["sample_seconds_naive_estimated"],
                         r["naive_seconds_per_position"] * r["height"] * r["width"])
-    # Fast sampling of codes is timed when the sampler can draw them, else skipped with a
-    # reason; either way the run succeeds.
-    if r["sampling_skipped"] is None:
-        assert r["sample_seconds_fast"] > 0 and r["sample_seconds_fast_first_call"] > 0
-    else:
-        assert r["sample_seconds_fast"] is None and r["sampling_skipped"]
+    assert r["sample_seconds_fast"] > 0 and r["sample_seconds_fast_first_call"] > 0

@@ -88,7 +88,14 @@ def coarse_colours(images):
     return (x - 127.5) / 127.5
 
 
+def _refuse_existing(a, path):
+    if os.path.exists(path) and not a.overwrite:
+        sys.exit(f"vqvae.py: error: {path} exists already: choose another --out / --png, or "
+                 "pass --overwrite to replace it")
+
+
 def train(a):
+    _refuse_existing(a, os.path.join(a.out, "vqvae.json"))
     import keras
     import tensorflow as tf
 
@@ -162,7 +169,13 @@ def decode_codes(quantizer, decoder, codes):
 
 
 def decode(a):
-    from pixelcnn_pp.plotting import save_tile
+    """Decode the code maps of --codes into a PNG tile. When the .npz also holds the spatial
+    maps the codes were drawn under (sample.py writes them), each row of decoded images has
+    the row of its conditions (the coarse colours, enlarged) above it."""
+    _refuse_existing(a, a.png)
+    import imageio.v2 as imageio
+
+    from pixelcnn_pp.plotting import img_tile
     with open(os.path.join(a.out, "vqvae.json")) as f:
         report = json.load(f)
     _, quantizer, decoder = build(report["num_codes"], report["code_dim"])
@@ -171,9 +184,26 @@ def decode(a):
     decoder.load_weights(os.path.join(a.out, "decoder.weights.h5"))
     with np.load(a.codes) as f:
         codes = f["codes"]
-    images = decode_codes(quantizer, decoder, codes)
-    save_tile(a.png, images[:100])
-    print(f"wrote {a.png}: {len(images)} images decoded from {a.codes}")
+        spatial = f["spatial"] if "spatial" in f else None
+    images = decode_codes(quantizer, decoder, codes)[:a.max_images]
+    cols = min(len(images), a.columns)
+    rows = -(-len(images) // cols)
+    if spatial is not None:       # a row of conditions above each row of samples
+        s = 32 // spatial.shape[1]
+        maps = np.clip(np.round((spatial[:len(images)] + 1) * 127.5), 0, 255).astype(np.uint8)
+        maps = np.repeat(np.repeat(maps, s, axis=1), s, axis=2)
+        pad = rows * cols - len(images)
+        blank = np.full((pad, 32, 32, 3), 255, np.uint8)
+        images = np.concatenate([np.concatenate([maps, blank]).reshape(rows, cols, 32, 32, 3),
+                                 np.concatenate([images, blank]).reshape(rows, cols, 32, 32, 3)],
+                                axis=1).reshape(-1, 32, 32, 3)
+        rows *= 2
+    if a.scale > 1:
+        images = np.repeat(np.repeat(images, a.scale, axis=1), a.scale, axis=2)
+    imageio.imwrite(a.png, img_tile(images, tile_shape=(rows, cols), border_color=255))
+    print(f"wrote {a.png}: {len(codes)} code maps of {a.codes} decoded"
+          + (", each row below the row of its spatial conditions" if spatial is not None
+             else ""))
 
 
 def main():
@@ -188,6 +218,11 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--codes", help="decode: an .npz with 'codes' (N, 8, 8)")
     p.add_argument("--png", help="decode: the PNG tile to write")
+    p.add_argument("--columns", type=int, default=8, help="decode: images per row")
+    p.add_argument("--max_images", type=int, default=64, help="decode: images shown")
+    p.add_argument("--scale", type=int, default=2, help="decode: enlarge each image so much")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the VQ-VAE (train) or the PNG (decode) if it exists")
     a = p.parse_args()
     if a.command == "decode" and not (a.codes and a.png):
         p.error("decode needs --codes and --png")
