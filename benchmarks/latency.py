@@ -25,8 +25,8 @@ one step, with the model flags). Each command is then run --rounds times in a fr
                      the child's last phase until its parent sees it end), shown too
 
 The units of work: sample, one image with the fast sampler (``sampling.sample``); eval, one
-batch of 16 test images through ``evaluation.test_bits_per_dim`` (which traces its step
-afresh on every call, so its second call traces again, as every eval.py run does once);
+batch of 16 test images through ``evaluation.test_bits_per_dim`` (its traced step is kept
+per model, so the second call is the work alone);
 score, ``scoring.score_images`` of 16 test images; train, one training step. The real
 commands are also timed end to end once each (sample.py of one image, eval.py of one batch,
 score.py of 16 images; train.py has none: its first result is an epoch; --noend_to_end

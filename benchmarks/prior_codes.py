@@ -229,7 +229,7 @@ def table(r):
     lines.append(f"  fast: {r['sample_seconds_fast']:.2f} s "
                  f"(first call, tracing included: {r['sample_seconds_fast_first_call']:.2f} s)")
     if r["sample_seconds_naive"] is not None:
-        lines.append(f"  naive: {r['sample_seconds_naive']:.2f} s (run)")
+        lines.append(f"  naive: {r['sample_seconds_naive']:.2f} s (run once, tracing included)")
     lines.append(f"  naive, estimated: {r['sample_seconds_naive_estimated']:.2f} s "
                  f"({H * W} positions x {r['naive_seconds_per_position'] * 1000:.1f} ms, the "
                  f"median of {r['naive_timed_positions']} timed full passes)")

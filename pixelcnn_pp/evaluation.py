@@ -1,5 +1,7 @@
 """Test bits/dim of a trained model: ours (a save_dir) or the original's TF1 checkpoint."""
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -13,16 +15,30 @@ from pixelcnn_pp.training.steps import spatial_kwarg, split_batch
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
 
+# model -> its traced evaluation step (reused by every call: traced once per input signature)
+_STEPS = weakref.WeakKeyDictionary()
+
+
+def _eval_step(model):
+    """(x, y, s=None) -> the objective summed over the batch, ``training=False``."""
+    if model not in _STEPS:
+        k = model.num_classes
+
+        @tf.function
+        def step(x, y, s=None):
+            x = model_inputs(x)
+            h = tf.one_hot(y, k) if k else None
+            return model.objective(x, model(x, h=h, training=False, **spatial_kwarg(s)))
+
+        _STEPS[model] = step
+    return _STEPS[model]
+
+
 def test_bits_per_dim(model, config, loader, max_batches=None):
     """(mean bits/dim, images) of the loader's images under the model (as loaded: no swapping
-    of weights here); bits per code for a prior over codes."""
-    k = config.num_classes
-
-    @tf.function
-    def step(x, y, s=None):
-        x = model_inputs(x)
-        h = tf.one_hot(y, k) if k else None
-        return model.objective(x, model(x, h=h, training=False, **spatial_kwarg(s)))
+    of weights here); bits per code for a prior over codes. The model's traced step is kept
+    for the next call."""
+    step = _eval_step(model)
 
     total, n = 0.0, 0
     for i, batch in enumerate(loader):

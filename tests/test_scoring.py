@@ -147,6 +147,11 @@ def test_score_images_equals_nll_per_image_and_the_evaluations_bits_per_dim(rgb)
     bpd, n = test_bits_per_dim(model, config, DataLoader(images, None, 5))
     assert n == 10
     assert s["bits_per_dim"].mean() == pytest.approx(bpd, rel=1e-5)
+    # A second call reuses the model's traced step: no new tracing, the same figure.
+    from pixelcnn_pp.evaluation import _eval_step
+    traced = _eval_step(model).experimental_get_tracing_count()
+    assert test_bits_per_dim(model, config, DataLoader(images, None, 5)) == (bpd, n)
+    assert _eval_step(model).experimental_get_tracing_count() == traced
     # batch size does not matter; one image at a time neither
     s1 = scoring.score_images(model, images, batch_size=16)
     np.testing.assert_allclose(s1["nll_nats"], s["nll_nats"], rtol=1e-5)

@@ -102,16 +102,16 @@ def _spatial_maps(config, n):
 def _main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not F.out.lower().endswith(".png"):
-        raise cli.UsageError(f"--out must name a .png file (the .npz goes beside it); got "
-                             f"{F.out!r}")
-    _refuse_existing(F.out)
     shape = _image_shape()
     source = cli.model_source(F, shape)      # checks the model flags
     if F.given_rows is not None and not F.complete:
         raise cli.UsageError("--given_rows is for --complete (the images to complete)")
     if not F.temperature > 0 or F.temperature == float("inf"):
         raise cli.UsageError(f"--temperature must be a number > 0; got {F.temperature}")
+    if not F.out.lower().endswith(".png"):
+        raise cli.UsageError(f"--out must name a .png file (the .npz goes beside it); got "
+                             f"{F.out!r}")
+    _refuse_existing(F.out)
     if F.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
