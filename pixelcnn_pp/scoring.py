@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp.batches import run_in_batches
+from pixelcnn_pp.data.loader import check_codes
 from pixelcnn_pp.errors import InvalidInputError
 from pixelcnn_pp.likelihood import bits_per_dim, model_inputs
 
@@ -73,13 +74,7 @@ def _check_inputs(model, images, labels, spatial):
     images = np.asarray(images)
     K = model.num_categories
     if K:
-        if not np.issubdtype(images.dtype, np.integer) or images.ndim != 3:
-            raise InvalidInputError(f"this model is a prior over {K} codes: give int code maps "
-                                    f"(N, H, W); got {images.dtype} {images.shape}")
-        if images.size and (images.min() < 0 or images.max() >= K):
-            bad = images.min() if images.min() < 0 else images.max()
-            raise InvalidInputError(f"the code maps hold the code {bad}, outside [0, {K})")
-        images = images.astype(np.int32)
+        images = check_codes(images, K, f"the code maps of this prior over {K} codes")
     elif images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidInputError(f"images must be uint8 (N, H, W, C); got {images.dtype} "
                                 f"{images.shape}")
