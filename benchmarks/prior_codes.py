@@ -4,6 +4,8 @@
     python benchmarks/prior_codes.py --data_dir codes.npz --steps 2000
     python benchmarks/prior_codes.py --data_dir vqvae_codes.npz         # any codes .npz
     python benchmarks/prior_codes.py --smoke                            # seconds: checks it runs
+    python benchmarks/prior_codes.py --sampling_only --height 32 --width 32 \
+        --num_categories 512 --nr_resnet 1                              # the samplers alone
 
 On the codes of ``--data_dir`` (a codes .npz, ``pixelcnn_pp/data/codes_data.py``), held-out
 bits per code of
@@ -24,8 +26,9 @@ one warm-up call (the first call's time, tracing included, is reported too), and
 one estimated as H·W times the median of ``--naive_positions`` timed full network passes on
 a batch of that many maps (one pass per position is what naive sampling runs; the few
 categorical draws besides are left out). ``--naive_full`` runs the naive sampler instead.
-(``benchmarks/prior_sample_speed.py`` times the samplers alone, on an untrained prior at any
-size and K, e.g. 32x32 maps of 512 codes.)
+``--sampling_only`` times the samplers alone, no data and no training: a prior of
+--height x --width maps of --num_categories codes with random weights after the data-dependent
+init on random codes (sampling time does not depend on what the weights learned).
 
 ``--make_data`` writes ``--data_dir`` first (refusing to overwrite it): smoothed Gaussian
 random fields quantised to K equally likely levels, so that the benchmark runs offline,
@@ -68,6 +71,8 @@ flags.DEFINE_integer("sample_maps", 16, "Code maps sampled at once")
 flags.DEFINE_integer("naive_positions", 5, "Timed full passes behind the naive estimate")
 flags.DEFINE_boolean("naive_full", False, "Run the naive sampler instead of estimating it")
 flags.DEFINE_boolean("smoke", False, "Tiny data, models and step count: checks that it runs")
+flags.DEFINE_boolean("sampling_only", False, "Time the samplers alone on an untrained prior of "
+                     "--height x --width maps of --num_categories codes (no data, no training)")
 
 
 # ---------------------------------------------------------------------------- data
@@ -203,7 +208,38 @@ def time_sampling(model, n, H, W, K, seed, naive_positions, naive_full):
     return out
 
 
+def sampling_only(n, H, W, K):
+    """Time the samplers on an untrained prior (data-dependent init on random codes)."""
+    import tensorflow as tf
+    from pixelcnn_pp.model import PixelCNNPP
+    model = PixelCNNPP(F.nr_resnet, F.nr_filters, dropout_p=0.0, seed=F.seed,
+                       fast_ops=F.fast_ops, num_categories=K)
+    model.initialize(tf.random.stateless_uniform((n, H, W), (1, 2), 0, K, dtype=tf.int32),
+                     training=False)
+    r = {"sampling_only": True, "num_categories": K, "height": H, "width": W,
+         "sample_maps": n, "nr_resnet": F.nr_resnet, "nr_filters": F.nr_filters,
+         **time_sampling(model, n, H, W, K, F.seed, F.naive_positions, F.naive_full),
+         "tensorflow": tf.__version__, "cpu_cores": os.cpu_count()}
+    r["speedup_estimated"] = r["sample_seconds_naive_estimated"] / r["sample_seconds_fast"]
+    print("\n".join(sampling_lines(r)))
+    print(json.dumps(r), flush=True)
+
+
 # ---------------------------------------------------------------------------- main
+def sampling_lines(r):
+    """The sampling figures as lines of text."""
+    n, H, W = r["sample_maps"], r["height"], r["width"]
+    lines = [f"sampling {n} maps of {H}x{W} (K = {r['num_categories']}) from PixelCNN++:",
+             f"  fast: {r['sample_seconds_fast']:.2f} s (first call, tracing included: "
+             f"{r['sample_seconds_fast_first_call']:.2f} s)"]
+    if r["sample_seconds_naive"] is not None:
+        lines.append(f"  naive: {r['sample_seconds_naive']:.2f} s (run once, tracing included)")
+    lines.append(f"  naive, estimated: {r['sample_seconds_naive_estimated']:.2f} s "
+                 f"({H * W} positions x {r['naive_seconds_per_position'] * 1000:.1f} ms, the "
+                 f"median of {r['naive_timed_positions']} timed full passes)")
+    return lines
+
+
 def table(r):
     """The results as aligned text."""
     def f(v, fmt):
@@ -223,16 +259,7 @@ def table(r):
     lines.insert(1, "-" * len(lines[0]))
     lines.append("train bits/code: the mean of the last steps' batches (raw weights, dropout "
                  "on); train s: tracing included; step ms: the median step")
-    n, H, W = r["sample_maps"], r["height"], r["width"]
-    lines.append("")
-    lines.append(f"sampling {n} maps of {H}x{W} from (a):")
-    lines.append(f"  fast: {r['sample_seconds_fast']:.2f} s "
-                 f"(first call, tracing included: {r['sample_seconds_fast_first_call']:.2f} s)")
-    if r["sample_seconds_naive"] is not None:
-        lines.append(f"  naive: {r['sample_seconds_naive']:.2f} s (run once, tracing included)")
-    lines.append(f"  naive, estimated: {r['sample_seconds_naive_estimated']:.2f} s "
-                 f"({H * W} positions x {r['naive_seconds_per_position'] * 1000:.1f} ms, the "
-                 f"median of {r['naive_timed_positions']} timed full passes)")
+    lines += [""] + sampling_lines(r)
     return "\n".join(lines)
 
 
@@ -245,6 +272,9 @@ def main(argv):
     import tensorflow as tf
 
     import keras
+
+    if F.sampling_only:
+        return sampling_only(F.sample_maps, F.height, F.width, F.num_categories)
 
     from count_model import CountModel
     from pixelcnn_pp.baseline import PixelCNN

@@ -53,3 +53,21 @@ def test_prior_codes_benchmark_smoke():
     assert math.isclose(r["sample_seconds_naive_estimated"],
                         r["naive_seconds_per_position"] * r["height"] * r["width"])
     assert r["sample_seconds_fast"] > 0 and r["sample_seconds_fast_first_call"] > 0
+
+
+def test_prior_codes_benchmark_times_the_samplers_alone():
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "prior_codes.py"),
+                        "--sampling_only", "--height", "5", "--width", "7",
+                        "--num_categories", "9", "--nr_resnet", "1", "--nr_filters", "8",
+                        "--sample_maps", "2", "--naive_positions", "2"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert lines[0] == "sampling 2 maps of 5x7 (K = 9) from PixelCNN++:"
+    r = json.loads(lines[-1])
+    assert (r["sampling_only"], r["height"], r["width"], r["num_categories"]) == (True, 5, 7, 9)
+    assert r["sample_seconds_fast"] > 0 and r["sample_seconds_fast_first_call"] > 0
+    assert math.isclose(r["sample_seconds_naive_estimated"],
+                        r["naive_seconds_per_position"] * 35)
+    assert math.isclose(r["speedup_estimated"],
+                        r["sample_seconds_naive_estimated"] / r["sample_seconds_fast"])
