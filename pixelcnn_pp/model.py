@@ -201,6 +201,11 @@ class PixelCNNPP(keras.Model):
         """Whether the weights exist (the model was called once, or initialised)."""
         return all(getattr(l, "V", None) is not None for l in self.weight_norm_layers())
 
+    def build(self, input_shape):
+        """Nothing to do here: each layer creates its weights when the first call reaches it.
+        (Without this method Keras would build the model by tracing a whole symbolic call
+        first, which costs as much as the call itself at the full model's size.)"""
+
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, x, h, spatial):
         shape = x.shape
