@@ -318,18 +318,25 @@ def save_checkpoint(checkpoint, directory, step, max_to_keep=3):
     return final
 
 
-def build_model(config, seed=None, fast_ops=False):
+def build_model(config, seed=None, fast_ops=False, restoring=False):
     """A model of ``config`` with its weights created (called once on zeros); ``fast_ops``:
-    its speed choice (pixelcnn_pp/fast_ops.py)."""
+    its speed choice (pixelcnn_pp/fast_ops.py). ``restoring``: a checkpoint's values replace
+    the weights next, so PixelCNN++'s are made as zeros instead of random draws, and the
+    call that creates them runs on a 1x1 input (the weights' shapes do not depend on the
+    image's size)."""
     model = config.build(seed=seed, fast_ops=fast_ops)
     H, W = config.image_shape[:2]
+    if restoring and config.model == "pixelcnn_pp":
+        for layer in model.weight_norm_layers():
+            layer.v_initializer = "zeros"
+        H = W = 1
     kw = {}
     if config.model == "pixelcnn_pp" and config.num_classes:
         kw["h"] = tf.zeros((1, config.num_classes))
     if config.spatial_channels:       # a 1x1 map: every H, W is a whole multiple of it
         kw["spatial"] = tf.zeros((1, 1, 1, config.spatial_channels))
     x = (tf.zeros((1, H, W), tf.int32) if config.num_categories
-         else tf.zeros((1,) + config.image_shape))
+         else tf.zeros((1, H, W) + tuple(config.image_shape[2:])))
     model(x, **kw)
     return model
 
@@ -365,11 +372,14 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
         raise NoCheckpointError(
             f"no checkpoint in {where if os.path.isdir(where) else save_dir}: the run saved "
             "none yet (train first, or point at the save_dir of a finished run)")
-    model = build_model(config, fast_ops=fast_ops)
-    averages = PolyakAverage(model.trainable_variables)
-    tf.train.Checkpoint(model=model, averages=averages).restore(path).expect_partial()
+    model = build_model(config, fast_ops=fast_ops, restoring=True)
     if use_averages:
-        for var, avg in zip(model.trainable_variables, averages.averages):
-            var.assign(avg)
+        # The averages are read straight into the model's variables: a stand-in laid out as
+        # the PolyakAverage that wrote them (its ``averages`` list), holding the variables.
+        into = tf.Module()
+        into.averages = list(model.trainable_variables)
+        tf.train.Checkpoint(averages=into).restore(path).expect_partial()
+    else:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
     return model, config
 

@@ -47,6 +47,7 @@ class Adam(keras.optimizers.Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.fused = bool(fused)
+        self._step_scalars = None    # during a step's updates: its scalars, per dtype
 
     def build(self, var_list):
         if self.built:
@@ -54,23 +55,44 @@ class Adam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
 
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # Keras calls update_step once per array; the step's scalars are made once and shared
+        # (the full model has 567 arrays: ~9,000 fewer ops to trace and optimise).
+        self._step_scalars = {}
+        try:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars,
+                                                       learning_rate)
+        finally:
+            self._step_scalars = None
+
+    def _scalars(self, dtype, learning_rate):
+        """(lr, β1, 1 - β1, β2, 1 - β2, 1 - β1^t, 1 - β2^t, ε) of this step in ``dtype``."""
+        cache = self._step_scalars
+        if cache is not None and dtype in cache:
+            return cache[dtype]
         t = tf.cast(self.iterations + 1, dtype)
-        i = self._get_variable_index(variable)
-        m, v = self._m[i], self._v[i]
         # Rounded as the original: (1 - β) is formed in double precision before the cast,
         # 1 - β^t in float32. The two differ by ~2e-5 relative for β2 = 0.9995.
         c = lambda x: tf.constant(x, dtype)  # noqa: E731
+        scalars = (tf.cast(learning_rate, dtype), c(self.beta_1), c(1.0 - self.beta_1),
+                   c(self.beta_2), c(1.0 - self.beta_2), 1.0 - tf.pow(c(self.beta_1), t),
+                   1.0 - tf.pow(c(self.beta_2), t), c(self.epsilon))
+        if cache is not None:
+            cache[dtype] = scalars
+        return scalars
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        i = self._get_variable_index(variable)
+        m, v = self._m[i], self._v[i]
         r = tf.convert_to_tensor
         step = adam_step
         if self.fused:
             # Deviation (fast_ops): the chain of ~10 elementwise ops as one XLA-fused pass.
             step = fast_ops.fused(adam_step)
-        p_t, m_t, v_t = step(
-            r(variable), r(m), r(v), tf.cast(gradient, dtype), tf.cast(learning_rate, dtype),
-            c(self.beta_1), c(1.0 - self.beta_1), c(self.beta_2), c(1.0 - self.beta_2),
-            1.0 - tf.pow(c(self.beta_1), t), 1.0 - tf.pow(c(self.beta_2), t), c(self.epsilon))
+        lr, b1, omb1, b2, omb2, c1, c2, eps = self._scalars(dtype, learning_rate)
+        p_t, m_t, v_t = step(r(variable), r(m), r(v), tf.cast(gradient, dtype), lr,
+                             b1, omb1, b2, omb2, c1, c2, eps)
         self.assign(m, m_t)
         self.assign(v, v_t)
         self.assign(variable, p_t)
@@ -148,10 +170,12 @@ class PolyakAverage(tf.Module):
         if self.fused:
             # Deviation (fast_ops): the 3 elementwise ops as one XLA-fused pass per array.
             step = fast_ops.fused(ema_step)
+        rates = {}      # 1 - decay_t per dtype, made once
         for avg, var in zip(self.averages, self._variables()):
+            if avg.dtype not in rates:
+                rates[avg.dtype] = tf.cast(one_minus_decay, avg.dtype)
             avg.assign(step(tf.convert_to_tensor(avg),
-                            tf.cast(tf.convert_to_tensor(var), avg.dtype),
-                            tf.cast(one_minus_decay, avg.dtype)))
+                            tf.cast(tf.convert_to_tensor(var), avg.dtype), rates[avg.dtype]))
         self.num_updates.assign(t)
 
     def without_counter(self):

@@ -26,7 +26,7 @@ flags.DEFINE_list("labels", None, "class-conditional models: class indices (repe
 flags.DEFINE_integer("seed", 0, "random seed: the same seed gives the same images")
 flags.DEFINE_enum("method", "fast", ["fast", "naive"],
                   "fast: cached, exact; naive: one full network pass per pixel (the original)")
-flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "compile the per-pixel loop with XLA")
+flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"], "compile the sampler's rows with XLA")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
                   "Keras mixed-precision policy of the model: both samplers compute in it "
                   "(weights normalised in float32; pixels and their sampling in float32)")
@@ -115,6 +115,12 @@ def _main(argv):
     if F.precision != "float32":
         import keras
         keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
+    if F.method == "fast":
+        import tensorflow as tf
+        # Grappler's graph rewrites take ~3 s of the full model's first sampling call and do
+        # not make the fast sampler's rows faster (docs/PERFORMANCE.md): this process skips
+        # them. (Process-wide: a command may set it, the library never does.)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from pixelcnn_pp import checkpoint
     from pixelcnn_pp.cli import sample_files
     model, config = checkpoint.load_for_inference(**source, use_averages=True)

@@ -117,9 +117,9 @@ class FastSampler:
         # computes all are the image's.
         self.valid = [-(-W // 2 ** l) for l in range(self.n_levels)]
         self.padded = W != self.W
-        self._rows = tf.function(self._row_group, autograph=False)
-        # One loop function per kind of row (how many levels get a new row), which may be
-        # compiled with XLA.
+        # jit: XLA compiles each group of rows whole (its row-level part and pixel loops).
+        self._rows = tf.function(self._row_group, jit_compile=jit, autograph=False)
+        # One loop function per kind of row (how many levels get a new row).
         self._loops = {n: tf.function(lambda *a, n=n: self._pixel_loop(n, *a),
                                       jit_compile=jit, autograph=False)
                        for n in range(1, self.n_levels + 1)}
