@@ -186,3 +186,22 @@ def test_a_checkpoint_of_the_model_alone_restores_every_weight(tmp_path):
     path = tf.train.Checkpoint(model=a).save(str(tmp_path / "ckpt"))
     tf.train.Checkpoint(model=b).restore(path).assert_existing_objects_matched()
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+def test_the_first_call_builds_the_model_without_a_symbolic_trace(monkeypatch):
+    # PixelCNNPP.build leaves the weights to its layers' first calls: Keras's fallback, which
+    # traces a whole symbolic call first, would cost as much as the call at full size.
+    import keras
+
+    traced = []
+    real = keras.src.backend.compute_output_spec
+
+    def record(*a, **k):
+        traced.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(keras.src.backend, "compute_output_spec", record)
+    model = tiny_model()
+    model(random_images((1, 8, 8, 3)))
+    assert model.built and model.built_weights()
+    assert not traced

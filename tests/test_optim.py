@@ -58,6 +58,29 @@ def test_adam_defaults_are_the_originals():
     assert float(opt.learning_rate) == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_makes_its_scalars_once_for_all_arrays(fused):
+    # 1 - beta^t and the learning rate's cast are the step's, not each array's: one Pow per
+    # beta in the traced step whatever the number of arrays, and the formula unchanged.
+    shapes = [(3,), (2, 2), (4,), (1, 5)]
+    vs = [keras.Variable(np.full(s, 1.0, np.float32)) for s in shapes]
+    opt = pixelcnn_pp.optim.Adam(learning_rate=0.1, fused=fused)
+    opt.build(vs)
+
+    @tf.function
+    def step():
+        opt.apply_gradients([(tf.fill(v.shape, 0.5), v) for v in vs])
+
+    ops = step.get_concrete_function().graph.get_operations()
+    assert sum(op.type == "Pow" for op in ops) == 2
+    step()
+    step()
+    want = reference_adam(np.ones(1), [np.full(1, 0.5)] * 2, [0.1] * 2)
+    for v in vs:
+        # (rtol: the original's float32 rounding of 1 - beta2, as in the test below)
+        np.testing.assert_allclose(v.numpy(), np.full(v.shape, want[0]), rtol=2e-5)
+
+
 def test_learning_rate_can_be_assigned_inside_a_tf_function():
     var = keras.Variable(np.ones(3, np.float32))
     opt = pixelcnn_pp.optim.Adam(learning_rate=1.0)

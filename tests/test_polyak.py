@@ -174,3 +174,26 @@ def test_warm_averages_are_worth_evaluating_after_a_few_dozen_steps(tmp_path):
     # way from the initial weights and score nearly as the untrained model.
     assert warm <= raw + 0.15, (warm, raw)
     assert constant >= raw + 0.5, (constant, raw)
+
+
+def test_inference_loads_the_averages_or_the_raw_weights_exactly(tmp_path):
+    # load_for_inference builds on a 1x1 input with zeros and reads the averages straight into
+    # the weights: the same values, and the same outputs at the image size, as a model built
+    # the usual way and restored from the checkpoint.
+    train(tiny_cfg(tmp_path, max_steps=5))
+    path = ckpt_lib.latest_checkpoint(str(tmp_path))
+    saved = checkpoint_values(tmp_path, prefixes=("averages/",))
+    avg_model, config = ckpt_lib.load_for_inference(str(tmp_path))
+    raw_model, _ = ckpt_lib.load_for_inference(str(tmp_path), use_averages=False)
+    ref = ckpt_lib.build_model(config)
+    tf.train.Checkpoint(model=ref).restore(path).expect_partial()
+    differ = 0
+    for i, (a, r, w) in enumerate(zip(avg_model.trainable_variables,
+                                      raw_model.trainable_variables, ref.trainable_variables)):
+        np.testing.assert_array_equal(
+            a.numpy(), saved[f"averages/averages/{i}/.ATTRIBUTES/VARIABLE_VALUE"])
+        np.testing.assert_array_equal(r.numpy(), w.numpy())
+        differ += not np.array_equal(a.numpy(), r.numpy())
+    assert differ > 0
+    x = tf.random.uniform((2,) + config.image_shape, -1, 1, seed=1)
+    np.testing.assert_array_equal(raw_model(x).numpy(), ref(x).numpy())
