@@ -109,7 +109,8 @@ def _fast(model, B, size, jit):
 
 def _profile(model, B, size, jit):
     """Time per row kind: the whole row, and its row-level part alone (each compiled alone,
-    so the sum is a little above the real run, which compiles four rows at a time)."""
+    with XLA if ``jit`` as the sampler's rows are, so the sum is a little above the real run,
+    which compiles four rows at a time)."""
     fs = sampling._get_sampler(model, "fast", B, size, size, False, jit)
     w = read_weights(model, None, fs.dtype)
     st = fs._initial_state()
@@ -124,11 +125,12 @@ def _profile(model, B, size, jit):
     rows = []
     for n in (3, 1, 2):
         row = tf.function(lambda st, w, i, nz, n=n: fs._row(n, st, w, i, nz, given, no_given),
-                          autograph=False)
+                          autograph=False, jit_compile=jit)
         row(st, w, i, noise)
         out["row_s"].append(_best(lambda: row(st, w, i, noise), 3))
         rows.append(row)
-        f = tf.function(lambda st, w, i, n=n: fs._row_above(n, st, w, i)[1], autograph=False)
+        f = tf.function(lambda st, w, i, n=n: fs._row_above(n, st, w, i)[1], autograph=False,
+                        jit_compile=jit)
         f(st, w, i)
         out["row_level_s"].append(_best(lambda: f(st, w, i), 3))
     per4 = lambda t: t[0] + 2 * t[1] + t[2]
