@@ -60,8 +60,9 @@ def sample(model, batch_size, image_shape=(32, 32, 3), h=None, spatial=None, see
       averages: a PolyakAverage of the model's trainable variables: sample with the averaged
         weights (as the original does). None samples with the weights as they are.
       jit_compile: compile with XLA (True / False) the unit a call runs (fast: a group of
-        four rows, their row-level parts and per-pixel loops; naive: a row's W passes). None picks plain TensorFlow, the faster end to end
-        on CPU once compile time counts (see docs/SAMPLING.md).
+        four rows, their row-level parts and per-pixel loops; naive: a row's W passes). None
+        picks plain TensorFlow, the faster end to end on CPU once compile time counts (see
+        docs/SAMPLING.md).
       progress: optional callable progress(rows_done, H), called as rows complete (every
         row for "naive", every four rows for "fast").
 
@@ -278,7 +279,8 @@ def _draw(model, given, num_given, h, spatial, seed, method, temperature, averag
     return sampler.head.output(canvas)
 
 
-# XLA shortens the fast sampler's rows but its compile time outweighs that for a single call, and it slows a naive pass down (measured: docs/SAMPLING.md).
+# XLA shortens the fast sampler's rows but its compile time outweighs that for a single call,
+# and it slows a naive pass down (measured: docs/SAMPLING.md).
 _DEFAULT_JIT = {"fast": False, "naive": False}
 
 
