@@ -96,20 +96,15 @@ def _load(save_dir, clock, data=None):
     """(model, config, data) as checkpoint.load_for_inference loads a save_dir (Polyak
     averages, fast_ops as the commands' default), with its build and its checkpoint read timed
     apart; data(save_dir, config) (test images) is made in the build phase."""
-    import tensorflow as tf
     from pixelcnn_pp import checkpoint
-    from pixelcnn_pp.optim import PolyakAverage
     config, _ = checkpoint.read_config(save_dir)
-    model = checkpoint.build_model(config, fast_ops=True)
-    averages = PolyakAverage(model.trainable_variables)
+    model = checkpoint.build_model(config, fast_ops=True, restoring=True)
     made = data(save_dir, config) if data else None
     clock.lap("build")
     path = checkpoint.find_intact_checkpoint(save_dir)
     if path is None:
         raise SystemExit(f"no checkpoint in {save_dir}")
-    tf.train.Checkpoint(model=model, averages=averages).restore(path).expect_partial()
-    for var, avg in zip(model.trainable_variables, averages.averages):
-        var.assign(avg)
+    checkpoint.restore_weights(model, path)
     clock.lap("checkpoint_read")
     return model, config, made
 
@@ -130,7 +125,8 @@ def _test_images(save_dir, config):
 
 def _sample_work(save_dir, clock):
     import numpy as np
-    from pixelcnn_pp import sampling
+    from pixelcnn_pp import fast_ops, sampling
+    fast_ops.skip_graph_optimizer()             # as sample.py does
     model, config, _ = _load(save_dir, clock)
     k = config.num_classes
     h = np.eye(k, dtype=np.float32)[:1] if k else None

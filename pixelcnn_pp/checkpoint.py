@@ -31,6 +31,7 @@ from pixelcnn_pp.optim import PolyakAverage
 
 __all__ = ["CONFIG_FILE", "CKPT_SUBDIR", "write_json_atomic", "write_config", "read_config",
            "data_source", "latest_checkpoint", "build_model", "load_for_inference",
+           "restore_weights",
            "list_checkpoints", "verify_checkpoint", "find_intact_checkpoint", "save_checkpoint",
            "CheckpointError", "NoCheckpointError", "CheckpointSaveError"]
 
@@ -373,6 +374,13 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
             f"no checkpoint in {where if os.path.isdir(where) else save_dir}: the run saved "
             "none yet (train first, or point at the save_dir of a finished run)")
     model = build_model(config, fast_ops=fast_ops, restoring=True)
+    restore_weights(model, path, use_averages)
+    return model, config
+
+
+def restore_weights(model, path, use_averages=True):
+    """Read the training checkpoint at ``path`` into ``model``'s weights: its Polyak averages
+    (``use_averages``) or its raw trained weights."""
     if use_averages:
         # The averages are read straight into the model's variables: a stand-in laid out as
         # the PolyakAverage that wrote them (its ``averages`` list), holding the variables.
@@ -381,5 +389,4 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
         tf.train.Checkpoint(averages=into).restore(path).expect_partial()
     else:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    return model, config
 
