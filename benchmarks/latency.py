@@ -125,9 +125,8 @@ def _test_images(save_dir, config):
 
 def _sample_work(save_dir, clock):
     import numpy as np
-    import tensorflow as tf
-    from pixelcnn_pp import sampling
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})  # as sample.py
+    from pixelcnn_pp import fast_ops, sampling
+    fast_ops.skip_graph_optimizer()             # as sample.py does
     model, config, _ = _load(save_dir, clock)
     k = config.num_classes
     h = np.eye(k, dtype=np.float32)[:1] if k else None

@@ -15,6 +15,7 @@ here                      instead of                                       used 
 ``fused(adam_step)``,     chains of ~10 and 3 elementwise ops per weight   ``optim.Adam``,
 ``fused(ema_step)``                                                        ``PolyakAverage``
 ``freeze_gc``             (the garbage collector walking traced graphs)    the training loop
+``skip_graph_optimizer``  (grappler's rewrites of every traced function)   sample.py
 ========================  ===============================================  ===================
 
 Each computes the same formula (``tests/test_fast_ops.py`` holds every one to its plain
@@ -33,7 +34,7 @@ import gc
 
 import tensorflow as tf
 
-__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc"]
+__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc", "skip_graph_optimizer"]
 
 
 # ---------------------------------------------------------------------------- dropout
@@ -109,3 +110,15 @@ def freeze_gc():
     steps are traced; later garbage is collected as usual."""
     gc.collect()
     gc.freeze()
+
+
+# ---------------------------------------------------------------------------- grappler
+def skip_graph_optimizer():
+    """Turn TensorFlow's graph optimiser (grappler) off for this process.
+
+    Process-wide, so only a command calls it (sample.py with the fast sampler; the library
+    never does). Grappler rewrites every function when it first runs: about 3 s of the full
+    model's first fast-sampling call, and the sampler's rows run no faster for it
+    (docs/PERFORMANCE.md). It is kept for training and evaluation, whose steps it speeds up
+    a little."""
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

@@ -54,12 +54,14 @@ def _unpack(l, num_channels):
     coeffs (B,H,W,3,M) | None."""
     C = num_channels
     M = nr_mix_from_params(l.shape[-1], C)
-    logit_probs = l[..., :M]
+    # tf.split, not slices: the same values, and the gradient is one concat instead of a
+    # zero-filled copy of l per slice, added up.
+    logit_probs, rest = tf.split(l, [M, l.shape[-1] - M], axis=-1)
     per_channel = 3 * M if C == 3 else 2 * M
-    rest = tf.reshape(l[..., M:], tf.concat([tf.shape(l)[:-1], [C, per_channel]], 0))
-    means = rest[..., :M]
-    log_scales = tf.maximum(rest[..., M:2 * M], -7.0)
-    coeffs = tf.tanh(rest[..., 2 * M:3 * M]) if C == 3 else None
+    rest = tf.reshape(rest, tf.concat([tf.shape(l)[:-1], [C, per_channel]], 0))
+    parts = tf.split(rest, per_channel // M, axis=-1)
+    means, log_scales = parts[0], tf.maximum(parts[1], -7.0)
+    coeffs = tf.tanh(parts[2]) if C == 3 else None
     return M, logit_probs, means, log_scales, coeffs
 
 
@@ -88,11 +90,11 @@ def _component_log_probs(x, l):
         raise InvalidInputError(f"the logistic mixture is defined for 1 or 3 channels; got {C}")
     M, logit_probs, means, log_scales, coeffs = _unpack(l, C)
     x = x[..., None] + tf.zeros_like(means)                       # (B, H, W, C, M)
-    if C == 3:
-        m2 = means[..., 1, :] + coeffs[..., 0, :] * x[..., 0, :]
-        m3 = (means[..., 2, :] + coeffs[..., 1, :] * x[..., 0, :]
-              + coeffs[..., 2, :] * x[..., 1, :])
-        means = tf.stack([means[..., 0, :], m2, m3], axis=-2)
+    if C == 3:     # per channel by tf.unstack (its gradient is one stack, not 3 copies)
+        mu, cf, xc = (tf.unstack(t, axis=-2) for t in (means, coeffs, x))
+        m2 = mu[1] + cf[0] * xc[0]
+        m3 = mu[2] + cf[1] * xc[0] + cf[2] * xc[1]
+        means = tf.stack([mu[0], m2, m3], axis=-2)
     centered_x = x - means
     inv_stdv = tf.exp(-log_scales)
     plus_in = inv_stdv * (centered_x + 1.0 / 255.0)

@@ -171,6 +171,20 @@ def test_freeze_gc_moves_live_objects_out_of_the_collectors_reach():
         gc.unfreeze()
 
 
+def test_skip_graph_optimizer_turns_grappler_off_for_the_process_only_when_called():
+    # Process-wide, so checked in fresh processes: off after the call, on without it.
+    import subprocess
+    import sys
+    code = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+            "import tensorflow as tf\nfrom pixelcnn_pp import fast_ops, sampling\n"
+            "{}print(bool(tf.config.optimizer.get_experimental_options()"
+            ".get('disable_meta_optimizer')))")
+    for call, want in (("fast_ops.skip_graph_optimizer()\n", "True"), ("", "False")):
+        out = subprocess.run([sys.executable, "-c", code.format(call)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out[-1] == want
+
+
 def _graph_ops(concrete):
     """Every node of a traced function and of the functions it calls, and those functions'
     attributes."""

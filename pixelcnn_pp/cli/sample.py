@@ -116,11 +116,8 @@ def _main(argv):
         import keras
         keras.mixed_precision.set_global_policy(F.precision)  # before the model is built
     if F.method == "fast":
-        import tensorflow as tf
-        # Grappler's graph rewrites take ~3 s of the full model's first sampling call and do
-        # not make the fast sampler's rows faster (docs/PERFORMANCE.md): this process skips
-        # them. (Process-wide: a command may set it, the library never does.)
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        from pixelcnn_pp import fast_ops
+        fast_ops.skip_graph_optimizer()   # ~3 s less before the first image (process-wide)
     from pixelcnn_pp import checkpoint
     from pixelcnn_pp.cli import sample_files
     model, config = checkpoint.load_for_inference(**source, use_averages=True)
