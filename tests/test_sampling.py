@@ -102,7 +102,7 @@ def test_samplers_are_cached_per_model_and_die_with_it():
     assert not np.array_equal(a, b)
     assert len(sampling._SAMPLERS[model]) == 1
     sampler = sampling._get_sampler(model, "fast", 1, 4, 4, False, False)
-    assert sampler._rows.experimental_get_tracing_count() == 1
+    assert sampler._groups[4].experimental_get_tracing_count() == 1
     gone = weakref.ref(model)
     del model, sampler
     gc.collect()

@@ -43,6 +43,9 @@ flags.DEFINE_integer("given_rows", None, "--complete: top rows kept (default: ha
 flags.DEFINE_float("temperature", 1.0, "divides the logits of a prior over codes; for images, "
                    "divides the mixture weights' logits and scales each logistic by it "
                    "(< 1: closer to the likeliest values)")
+flags.DEFINE_boolean("keep_traces", True, "with --save_dir and the fast sampler: keep its "
+                     "traced functions in SAVE_DIR/traces and load them in later runs (a "
+                     "shorter start; rebuilt whenever the sizes or this code change)")
 flags.DEFINE_string("spatial", None, "a model with a spatial condition: an .npz whose "
                     "'spatial' array (N, Hs, Ws, D) holds one map per sample (default: the "
                     "test split's maps of the data set the save_dir was trained on)")
@@ -121,6 +124,13 @@ def _main(argv):
     from pixelcnn_pp import checkpoint
     from pixelcnn_pp.cli import sample_files
     model, config = checkpoint.load_for_inference(**source, use_averages=True)
+    if F.keep_traces and F.save_dir and F.method == "fast":
+        import os
+        from pixelcnn_pp import sampling
+        try:
+            sampling.keep_traces(model, os.path.join(F.save_dir, "traces"))
+        except OSError as e:    # a read-only save_dir: sample, only slower to start
+            print(f"not keeping the sampler's traces in {F.save_dir}: {e}")
     shape = shape or config.image_shape
     labels = "cycle" if F.labels == ["cycle"] else F.labels
     jit = {"auto": None, "on": True, "off": False}[F.xla]

@@ -17,8 +17,11 @@ Both draw their randomness from ``noise``: per-position uniforms derived statele
 (seed, i·W + j), so for one seed they sample the same images (and codes); both draw a
 position's value through ``head.Head`` (mixture, categorical, energy distance).
 
+``keep_traces(model, directory)`` keeps the fast sampler's traced functions on disk, so that
+later processes load them instead of tracing again (``traces.py``).
+
 This module holds the public functions and their argument checks; the modules depend one
-way: ``noise``, ``fast_weights`` <- ``head`` <- ``naive``, ``fast`` <- this one.
+way: ``noise``, ``fast_weights``, ``traces`` <- ``head`` <- ``naive``, ``fast`` <- this one.
 """
 
 import math
@@ -31,9 +34,10 @@ from pixelcnn_pp.errors import InvalidInputError, UsageError
 from pixelcnn_pp.sampling.fast import FastSampler
 from pixelcnn_pp.sampling.naive import NaiveSampler
 from pixelcnn_pp.sampling.noise import code_noise, energy_noise, position_noise, rows_noise
+from pixelcnn_pp.sampling.traces import keep_traces
 
-__all__ = ["sample", "complete", "position_noise", "energy_noise", "code_noise", "rows_noise",
-           "METHODS"]
+__all__ = ["sample", "complete", "keep_traces", "position_noise", "energy_noise", "code_noise",
+           "rows_noise", "METHODS"]
 
 METHODS = ("fast", "naive")
 _SAMPLER_CLASSES = {"fast": FastSampler, "naive": NaiveSampler}

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from pixelcnn_pp import layers as L
+from pixelcnn_pp.sampling import traces
 from pixelcnn_pp.sampling.fast_weights import Weights, dense, read_weights
 from pixelcnn_pp.sampling.head import Head
 
@@ -117,8 +118,14 @@ class FastSampler:
         # computes all are the image's.
         self.valid = [-(-W // 2 ** l) for l in range(self.n_levels)]
         self.padded = W != self.W
-        # jit: XLA compiles each group of rows whole (its row-level part and pixel loops).
-        self._rows = tf.function(self._row_group, jit_compile=jit, autograph=False)
+        # jit: XLA compiles each group of rows whole (its row-level part and pixel loops):
+        # one function per number of rows in a group, of the flat list of its input tensors
+        # (so that it can be kept on disk, ``traces.py``), made on first use.
+        self.jit, self._groups = bool(jit), {}
+        self._settings = (type(self).__name__, self.B, self.hw, self.H, self.W, self.C,
+                          self.n_up, self.n_down, self.F, self.M, model.resnet_nonlinearity,
+                          self.head.kind, self.head.K, self.head.temperature, self.dtype.name,
+                          self.jit)
         # One loop function per kind of row (how many levels get a new row).
         self._loops = {n: tf.function(lambda *a, n=n: self._pixel_loop(n, *a),
                                       jit_compile=jit, autograph=False)
@@ -146,16 +153,37 @@ class FastSampler:
         given = tf.pad(given, [[0, 0], [0, self.H - H], [0, self.W - W], [0, 0]])
         seed = tf.constant(seed, tf.int64)
         num_given = tf.constant(num_given, tf.int32)
+        store = traces.store_for(model)
         for i0 in range(0, H, self.G):
             rows = min(self.G, H - i0)            # never the padding's rows
             noise = self.head.noise(seed, tf.constant(i0), rows, W, self.B)
             # The padded columns' noise is never used (their values are set to zero).
             noise = [tf.pad(n, [[0, 0], [0, self.W - W], [0, 0], [0, 0]], constant_values=0.5)
                      for n in noise]
-            st = self._rows(st, w, tf.constant(i0), noise, given, num_given, rows)
+            st = self._group(rows, (st, w, tf.constant(i0), noise, given, num_given), store)
             if progress is not None:
                 progress(i0 + rows, H)
         return st["image"].numpy()[:, :H, :W]
+
+    def _group(self, rows, args, store):
+        """The caches after the group of ``rows`` rows from args = (st, w, i0, noise, given,
+        num_given), by the traced function of ``_row_group`` of the flat input tensors: made
+        on first use, loaded from the model's kept traces (``store``) if they have it, else
+        traced and kept there."""
+        tensors, pack = traces.flat_inputs(args)
+        fn = self._groups.get(rows)
+        if fn is None:
+            key = traces.input_key(self._settings + (rows,), args)
+            fn = store.load(key) if store is not None else None
+            if fn is None:
+                fn = tf.function(lambda *t: tf.nest.flatten(self._row_group(*pack(t), rows)),
+                                 input_signature=[tf.TensorSpec(t.shape, t.dtype)
+                                                  for t in tensors],
+                                 jit_compile=self.jit, autograph=False)
+                if store is not None:
+                    store.save(key, fn)           # traces it
+            self._groups[rows] = fn
+        return tf.nest.pack_sequence_as(args[0], fn(*tensors))
 
     def _row_group(self, st, w, i0, noise, given, num_given, rows):
         """Rows i0 .. i0 + rows - 1 (i0 a multiple of G, rows <= G static); noise: (rows, W,

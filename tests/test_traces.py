@@ -1,0 +1,136 @@
+"""The fast sampler's traced functions kept on disk (``sampling.keep_traces``): a later sampler
+loads them instead of tracing and draws the same images; a new shape or a damaged kept
+function is traced afresh; a failed write costs only speed."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pixelcnn_pp import PixelCNNPP, sampling
+from pixelcnn_pp.sampling import fast, traces
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = PixelCNNPP(nr_resnet=1, nr_filters=4, nr_logistic_mix=2, dropout_p=0.0, seed=0)
+    m.initialize(tf.random.stateless_uniform((2, 8, 8, 3), (1, 2), -1.0, 1.0), training=False)
+    return m
+
+
+def _fresh_samplers(model):
+    """Forget the model's samplers (and their traced functions), as a new process would."""
+    sampling._SAMPLERS.pop(model, None)
+
+
+def _kept(directory):
+    return sorted(d for d in os.listdir(directory) if not d.startswith("."))
+
+
+def _no_tracing(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("traced although a kept function was there")
+    monkeypatch.setattr(fast.FastSampler, "_row_group", refuse)
+
+
+def test_a_kept_trace_is_loaded_instead_of_traced_and_samples_the_same(model, tmp_path,
+                                                                       monkeypatch):
+    _fresh_samplers(model)
+    sampling.keep_traces(model, str(tmp_path))
+    try:
+        first = sampling.sample(model, 2, (8, 8, 3), seed=3)
+        kept = _kept(tmp_path)
+        assert len(kept) == 1                       # one group of 4 rows: one function
+        assert os.path.isfile(tmp_path / kept[0] / "saved_model.pb")
+        _fresh_samplers(model)
+        with monkeypatch.context() as m:
+            _no_tracing(m)
+            again = sampling.sample(model, 2, (8, 8, 3), seed=3)
+            other_seed = sampling.sample(model, 2, (8, 8, 3), seed=4)
+        np.testing.assert_array_equal(again, first)
+        assert not np.array_equal(other_seed, first)
+        # The weights are inputs, not part of the trace: new weights, new images, same trace.
+        old = [v.numpy() for v in model.trainable_variables]
+        for v in model.trainable_variables:
+            v.assign(v * 1.5)
+        try:
+            _fresh_samplers(model)
+            with monkeypatch.context() as m:
+                _no_tracing(m)
+                scaled = sampling.sample(model, 2, (8, 8, 3), seed=3)
+            sampling.keep_traces(model, None)
+            _fresh_samplers(model)
+            traced = sampling.sample(model, 2, (8, 8, 3), seed=3)
+        finally:
+            for v, o in zip(model.trainable_variables, old):
+                v.assign(o)
+            _fresh_samplers(model)
+        np.testing.assert_array_equal(scaled, traced)
+        assert not np.array_equal(scaled, first)
+        assert _kept(tmp_path) == kept
+    finally:
+        sampling.keep_traces(model, None)
+
+
+def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(model, tmp_path):
+    _fresh_samplers(model)
+    sampling.keep_traces(model, str(tmp_path))
+    try:
+        sampling.sample(model, 1, (8, 8, 3), seed=0)
+        (one,) = _kept(tmp_path)
+        # 6 rows: a group of 4 and one of 2; batch 1 as before, so the group of 4 is reused.
+        sampling.sample(model, 1, (6, 8, 3), seed=0)
+        assert len(_kept(tmp_path)) == 3 and one in _kept(tmp_path)
+        # Damage the first: it is traced again, samples the same, and is written anew.
+        want = sampling.sample(model, 1, (8, 8, 3), seed=5)
+        with open(tmp_path / one / "saved_model.pb", "wb") as f:
+            f.write(b"not a SavedModel")
+        _fresh_samplers(model)
+        np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
+        assert traces.TraceStore(str(tmp_path)).load(one) is not None
+    finally:
+        sampling.keep_traces(model, None)
+
+
+def test_a_write_that_fails_costs_only_speed(model, tmp_path, monkeypatch):
+    _fresh_samplers(model)
+    sampling.keep_traces(model, str(tmp_path))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    try:
+        want = sampling.sample(model, 1, (4, 4, 3), seed=1)
+        _fresh_samplers(model)
+        for entry in _kept(tmp_path):
+            os.rename(tmp_path / entry, tmp_path / f".gone{entry}")
+        monkeypatch.setattr(tf.saved_model, "save", full_disk)
+        np.testing.assert_array_equal(sampling.sample(model, 1, (4, 4, 3), seed=1), want)
+        assert _kept(tmp_path) == []
+        assert not [d for d in os.listdir(tmp_path) if not d.startswith(".gone")]  # no debris
+    finally:
+        sampling.keep_traces(model, None)
+
+
+def test_the_key_follows_what_shapes_the_trace():
+    a = (tf.zeros((1, 4)), [tf.zeros((2,)), None], {"x": tf.zeros((), tf.int32)})
+    key = traces.input_key(("s", 1), a)
+    assert traces.input_key(("s", 1), a) == key
+    assert traces.input_key(("s", 2), a) != key                       # a setting
+    b = (tf.zeros((2, 4)), [tf.zeros((2,)), None], {"x": tf.zeros((), tf.int32)})
+    assert traces.input_key(("s", 1), b) != key                       # a shape
+    c = (tf.zeros((1, 4)), [tf.zeros((2,)), tf.zeros(())], {"x": tf.zeros((), tf.int32)})
+    assert traces.input_key(("s", 1), c) != key                       # the structure
+    tensors, pack = traces.flat_inputs(a)
+    assert len(tensors) == 3
+    back = pack(tensors)
+    assert back[1][1] is None and back[2]["x"] is tensors[2]
+
+
+def test_keep_traces_refuses_a_directory_it_cannot_make(model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        sampling.keep_traces(model, str(blocker / "traces"))
+    assert traces.store_for(model) is None
