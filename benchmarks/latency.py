@@ -24,11 +24,14 @@ one step, with the model flags). Each command is then run --rounds times in a fr
                      the child's timing: the interpreter, absl, the flags) and ``exit`` (from
                      the child's last phase until its parent sees it end), shown too
 
-The units of work: sample, one image with the fast sampler (``sampling.sample``); eval, one
+The units of work: sample, one image with the fast sampler (``sampling.sample``) in a first
+run (it traces the sampler and keeps the traces, as sample.py does with a save_dir);
+sample_kept, the same in a later run, which loads the kept traces; eval, one
 batch of 16 test images through ``evaluation.test_bits_per_dim`` (its traced step is kept
 per model, so the second call is the work alone);
 score, ``scoring.score_images`` of 16 test images; train, one training step. The real
-commands are also timed end to end once each (sample.py of one image, eval.py of one batch,
+commands are also timed end to end once each (sample.py of one image: with --nokeep_traces
+for sample, and after a run that kept them for sample_kept; eval.py of one batch,
 score.py of 16 images; train.py has none: its first result is an epoch; --noend_to_end
 skips them). Printed: a table (median over the rounds, seconds), then one line of JSON with
 every figure (each round's too), the settings (model sizes, TensorFlow's version, CPU count)
@@ -52,10 +55,11 @@ from model_flags import define_model_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-COMMANDS = ("sample", "eval", "score", "train")
+COMMANDS = ("sample", "sample_kept", "eval", "score", "train")
 PHASES = ("import", "build", "checkpoint_read", "first_call", "second_call", "process_total")
 IMPORTS = {
     "sample": ["pixelcnn_pp.checkpoint", "pixelcnn_pp.optim", "pixelcnn_pp.sampling"],
+    "sample_kept": ["pixelcnn_pp.checkpoint", "pixelcnn_pp.optim", "pixelcnn_pp.sampling"],
     "eval": ["pixelcnn_pp.checkpoint", "pixelcnn_pp.optim", "pixelcnn_pp.data",
              "pixelcnn_pp.evaluation"],
     "score": ["pixelcnn_pp.checkpoint", "pixelcnn_pp.optim", "pixelcnn_pp.data",
@@ -76,6 +80,8 @@ flags.DEFINE_boolean("end_to_end", True, "Also time the real sample.py, eval.py 
 flags.DEFINE_boolean("smoke", False, "A tiny model (1/8/2): checks that it runs")
 flags.DEFINE_enum("_child", None, list(COMMANDS), "internal: time this command's phases in "
                   "this process")
+flags.DEFINE_string("_traces", None, "internal: the folder the sample children keep the "
+                    "sampler's traces in")
 
 
 # ------------------------------------------------------------------- the child process
@@ -128,6 +134,7 @@ def _sample_work(save_dir, clock):
     from pixelcnn_pp import fast_ops, sampling
     fast_ops.skip_graph_optimizer()             # as sample.py does
     model, config, _ = _load(save_dir, clock)
+    sampling.keep_traces(model, F._traces)      # as sample.py does, in the benchmark's folder
     k = config.num_classes
     h = np.eye(k, dtype=np.float32)[:1] if k else None
     return lambda: np.asarray(sampling.sample(model, 1, config.image_shape, h=h, seed=0))
@@ -184,8 +191,8 @@ def _train_work(save_dir, clock):
     return step
 
 
-WORK = {"sample": _sample_work, "eval": _eval_work, "score": _score_work,
-        "train": _train_work}
+WORK = {"sample": _sample_work, "sample_kept": _sample_work, "eval": _eval_work,
+        "score": _score_work, "train": _train_work}
 
 
 def _child(command, save_dir):
@@ -232,12 +239,15 @@ def _make_save_dir(folder):
     return save_dir, seconds
 
 
-def _phases(command, save_dir):
+def _phases(command, save_dir, traces):
     """One fresh process timing ``command``: (its phases, with process_total and the child's
-    startup (interpreter, flags) and exit outside them; TensorFlow's version)."""
+    startup (interpreter, flags) and exit outside them; TensorFlow's version). traces: the
+    folder the sampler keeps its traces in (sample: emptied first)."""
+    if command == "sample":
+        shutil.rmtree(traces, ignore_errors=True)
     t = time.time()
     seconds, out = _python([os.path.abspath(__file__), f"--_child={command}",
-                            f"--save_dir={save_dir}"], f"timing {command}")
+                            f"--save_dir={save_dir}", f"--_traces={traces}"], f"timing {command}")
     ended = time.time()
     child = json.loads(out.strip().splitlines()[-1])
     phases = dict(child["phases"], process_total=seconds,
@@ -247,9 +257,11 @@ def _phases(command, save_dir):
 
 def _end_to_end_args(command, save_dir, folder):
     """The real command's arguments, or None (train.py's first result is an epoch)."""
+    sample = ["sample.py", "--num_samples=1", "--batch_size=1",
+              f"--out={os.path.join(folder, 'latency.png')}", "--overwrite"]
     scripts = {
-        "sample": ["sample.py", "--num_samples=1", "--batch_size=1",
-                   f"--out={os.path.join(folder, 'latency.png')}", "--overwrite"],
+        "sample": sample + ["--nokeep_traces"],
+        "sample_kept": sample,       # after a run that kept them in the save_dir (see _measure)
         "eval": ["eval.py", "--max_batches=1", f"--batch_size={EVAL_IMAGES}"],
         "score": ["score.py", f"--max_images={EVAL_IMAGES}",
                   f"--out={os.path.join(folder, 'latency.csv')}", "--overwrite"],
@@ -267,10 +279,10 @@ def _median(rounds):
 def _table(results):
     cols = list(PHASES) + ["startup", "exit", "end_to_end"]
     width = max(map(len, cols)) + 2
-    lines = ["command".ljust(8) + "".join(c.rjust(width) for c in cols)]
+    lines = ["command".ljust(12) + "".join(c.rjust(width) for c in cols)]
     for command, r in results.items():
         row = dict(r["phases"], end_to_end=r["end_to_end"])
-        lines.append(command.ljust(8) + "".join(
+        lines.append(command.ljust(12) + "".join(
             ("-" if row.get(c) is None else f"{row[c]:.2f}").rjust(width) for c in cols))
     return "\n".join(lines)
 
@@ -292,15 +304,20 @@ def _shown(args):
 def _measure(command, save_dir, folder, versions):
     """The command's phases in F.rounds fresh processes (median and each), and the real
     command's wall time."""
+    traces = os.path.join(folder, "traces")
+    if command == "sample_kept" and not os.path.isdir(traces):
+        _phases("sample", save_dir, traces)          # a first run keeps them (not timed)
     rounds = []
     for _ in range(F.rounds):
-        phases, version = _phases(command, save_dir)
+        phases, version = _phases(command, save_dir, traces)
         rounds.append(phases)
         versions.add(version)
     median = _median(rounds)
     if command == "train":
         median["checkpoint_read"] = None   # a new run reads none
     args = _end_to_end_args(command, save_dir, folder) if F.end_to_end else None
+    if args and command == "sample_kept":   # the save_dir's traces kept by a run before
+        _python(args, "sample.py keeping the sampler's traces")
     return {"phases": median, "rounds": rounds,
             "end_to_end": _python(args, f"the real {command} command")[0] if args else None,
             "end_to_end_command": _shown(args) if args else None}

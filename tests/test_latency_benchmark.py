@@ -1,5 +1,6 @@
-"""The start-up latency benchmark's smoke mode: every phase of sample and score is timed in a
-fresh process, positive and finite, and the process outlasts its phases."""
+"""The start-up latency benchmark's smoke mode: every phase of sample (traced, and with the
+traces kept by a run before) and score is timed in a fresh process, positive and finite, and
+the process outlasts its phases."""
 
 import json
 import math
@@ -14,14 +15,14 @@ IN_PROCESS = PHASES[:-1]
 
 def test_latency_benchmark_smoke():
     p = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "latency.py"),
-                        "--smoke", "--commands", "sample,score", "--noend_to_end"],
+                        "--smoke", "--commands", "sample,sample_kept,score", "--noend_to_end"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     assert lines[0].split()[:len(PHASES) + 1] == ["command", *PHASES]     # the table
-    assert [line.split()[0] for line in lines[1:3]] == ["sample", "score"]
+    assert [line.split()[0] for line in lines[1:4]] == ["sample", "sample_kept", "score"]
     r = json.loads(lines[-1])
-    assert set(r["commands"]) == {"sample", "score"}
+    assert set(r["commands"]) == {"sample", "sample_kept", "score"}
     for command, result in r["commands"].items():
         phases = result["phases"]
         for name in PHASES:
