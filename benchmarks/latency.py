@@ -35,7 +35,10 @@ for sample, and after a run that kept them for sample_kept; eval.py of one batch
 score.py of 16 images; train.py has none: its first result is an epoch; --noend_to_end
 skips them). Printed: a table (median over the rounds, seconds), then one line of JSON with
 every figure (each round's too), the settings (model sizes, TensorFlow's version, CPU count)
-and, for a run made here, the seconds train.py took to make it.
+and, for a run made here, the seconds train.py took to make it. The sample children also
+report how many kept traces they loaded and wrote (``traces_loaded``, ``traces_written``).
+With --end_to_end, sample_kept's real runs keep their traces in the save_dir's ``traces/``, as
+sample.py does (delete it to reclaim the space).
 """
 
 import atexit
@@ -132,9 +135,11 @@ def _test_images(save_dir, config):
 def _sample_work(save_dir, clock):
     import numpy as np
     from pixelcnn_pp import fast_ops, sampling
+    from pixelcnn_pp.sampling import traces
     fast_ops.skip_graph_optimizer()             # as sample.py does
     model, config, _ = _load(save_dir, clock)
     sampling.keep_traces(model, F._traces)      # as sample.py does, in the benchmark's folder
+    _COUNTED.append(traces.store_for(model))
     k = config.num_classes
     h = np.eye(k, dtype=np.float32)[:1] if k else None
     return lambda: np.asarray(sampling.sample(model, 1, config.image_shape, h=h, seed=0))
@@ -191,6 +196,8 @@ def _train_work(save_dir, clock):
     return step
 
 
+_COUNTED = []     # the sample children's TraceStore: its loads and writes are reported
+
 WORK = {"sample": _sample_work, "sample_kept": _sample_work, "eval": _eval_work,
         "score": _score_work, "train": _train_work}
 
@@ -210,8 +217,10 @@ def _child(command, save_dir):
     work()
     clock.lap("second_call")
     import tensorflow as tf
+    counts = {"traces_loaded": _COUNTED[0].loaded,
+              "traces_written": _COUNTED[0].written} if _COUNTED else {}
     print(json.dumps({"phases": clock.phases, "started": started, "ended": time.time(),
-                      "tensorflow": tf.__version__}), flush=True)
+                      "tensorflow": tf.__version__, **counts}), flush=True)
 
 
 # ------------------------------------------------------------------- the parent process
@@ -251,7 +260,8 @@ def _phases(command, save_dir, traces):
     ended = time.time()
     child = json.loads(out.strip().splitlines()[-1])
     phases = dict(child["phases"], process_total=seconds,
-                  startup=child["started"] - t, exit=ended - child["ended"])
+                  startup=child["started"] - t, exit=ended - child["ended"],
+                  **{k: v for k, v in child.items() if k.startswith("traces_")})
     return phases, child["tensorflow"]
 
 

@@ -148,7 +148,45 @@ def _profile(model, B, size, jit):
             + n_down * Fn * F)                              # the down pass's short-cuts
     out["matmul_gflop_per_step_odd_row"] = 2.0 * B * macs / 1e9
     out["pixel_loop_s_per_step"] = out["pixel_loop_total_s"] / (size * size)
+    out.update(_floors(fs, w, B, size))
     return out
+
+
+# Weights of the ul stream that only the row-level part reads (the taps on the row above,
+# the u stream's short-cuts, the class and spatial terms); the pixel steps read the rest.
+_ROW_LEVEL_FIELDS = {"top", "down", "r_top", "h", "a", "a_u", "s"}
+
+
+def _step_bytes(x):
+    """Bytes of the weights one pixel step reads, in the nest x of ``Weights`` pieces."""
+    if x is None:
+        return 0
+    if hasattr(x, "_fields"):
+        return sum(_step_bytes(getattr(x, f)) for f in x._fields if f not in _ROW_LEVEL_FIELDS)
+    if isinstance(x, (list, tuple)):
+        return sum(_step_bytes(v) for v in x)
+    return int(x.shape.num_elements()) * x.dtype.size
+
+
+def _floors(fs, w, B, size):
+    """What bounds the two parts on this machine: a pixel step reads every ul-stream weight
+    matrix once, so one matrix product of B rows over as many bytes, timed alone, times H*W
+    steps is the per-pixel loop's floor; the row-level part's convolutions are matrix
+    products of B*W rows, whose rate is timed on the shape of a gated resnet's conv2 (K = 6
+    Fn, N = 2F). Printed: the bytes per step, the product's seconds and that floor, the rate
+    (GFLOP/s)."""
+    nbytes = _step_bytes(w.ul_stream())
+    k = int((nbytes // 4) ** 0.5)
+    mat, vec = tf.random.normal((k, nbytes // 4 // k)), tf.random.normal((B, k))
+    mm = tf.function(tf.matmul, autograph=False)
+    mm(vec, mat)
+    matvec = _best(lambda: mm(vec, mat).numpy(), 20)
+    M, K, N = B * size, 6 * fs.Fn, 2 * fs.F
+    x, kern = tf.random.normal((M, K)), tf.random.normal((K, N))
+    mm(x, kern)
+    rate = 2.0 * M * K * N / _best(lambda: mm(x, kern).numpy(), 50) / 1e9
+    return {"ul_weight_mb_per_step": nbytes / 1e6, "matvec_s_same_bytes": matvec,
+            "pixel_loop_floor_s": matvec * size * size, "row_matmul_gflop_s": rate}
 
 
 def main(argv):

@@ -30,6 +30,10 @@ def test_latency_benchmark_smoke():
             assert isinstance(v, float) and math.isfinite(v) and v > 0, (command, name, v)
         assert phases["process_total"] >= sum(phases[n] for n in IN_PROCESS), (command, phases)
         assert len(result["rounds"]) == 1 and result["end_to_end"] is None
+    # The first sample run traces and keeps; the later one loads what it kept.
+    first, later = r["commands"]["sample"]["phases"], r["commands"]["sample_kept"]["phases"]
+    assert first["traces_loaded"] == 0 and first["traces_written"] == 1
+    assert later["traces_loaded"] == 1 and later["traces_written"] == 0
     s = r["settings"]
     assert (s["nr_resnet"], s["nr_filters"], s["nr_logistic_mix"]) == (1, 8, 2)
     assert s["tensorflow"] and s["cpu_count"] >= 1

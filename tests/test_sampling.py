@@ -304,3 +304,6 @@ def test_sample_speed_benchmark_runs_with_its_profile(tmp_path):
     prof = run["profile"]
     assert len(prof["row_s"]) == len(prof["row_level_s"]) == 3
     assert prof["pixel_loop_s_per_step"] > 0
+    # The floors of the two parts on this machine (docs/SAMPLING.md).
+    assert prof["ul_weight_mb_per_step"] > 0 and prof["matvec_s_same_bytes"] > 0
+    assert prof["pixel_loop_floor_s"] > 0 and prof["row_matmul_gflop_s"] > 0

@@ -79,7 +79,7 @@ def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(mode
     try:
         sampling.sample(model, 1, (8, 8, 3), seed=0)
         (one,) = _kept(tmp_path)
-        # 6 rows: a group of 4 and one of 2; batch 1 as before, so the group of 4 is reused.
+        # 6 rows: a group of 4 and one of 2, both new (the image's size is in the key).
         sampling.sample(model, 1, (6, 8, 3), seed=0)
         assert len(_kept(tmp_path)) == 3 and one in _kept(tmp_path)
         # Damage the first: it is traced again, samples the same, and is written anew.
@@ -126,6 +126,70 @@ def test_the_key_follows_what_shapes_the_trace():
     assert len(tensors) == 3
     back = pack(tensors)
     assert back[1][1] is None and back[2]["x"] is tensors[2]
+
+
+def _variant(kind):
+    """(model, sampling call) of a tiny model of one kind."""
+    if kind == "codes":
+        m = PixelCNNPP(1, 4, 2, dropout_p=0.0, seed=0, num_categories=5)
+        m.initialize(tf.constant(np.arange(2 * 16).reshape(2, 4, 4) % 5, tf.int32),
+                     training=False)
+        return m, lambda: sampling.sample(m, 2, (4, 4), seed=1, temperature=0.7)
+    if kind == "labels":
+        m = PixelCNNPP(1, 4, 2, dropout_p=0.0, seed=0, num_classes=3)
+        m.initialize(tf.random.stateless_uniform((3, 4, 4, 3), (1, 2), -1.0, 1.0),
+                     h=tf.one_hot([0, 1, 2], 3), training=False)
+        return m, lambda: sampling.sample(m, 3, (4, 4, 3), h=np.eye(3, dtype=np.float32),
+                                          seed=1)
+    m = PixelCNNPP(1, 4, 2, dropout_p=0.0, seed=0)
+    m.initialize(tf.random.stateless_uniform((2, 4, 4, 3), (1, 2), -1.0, 1.0), training=False)
+    if kind == "padded_completion":    # width 6: two padded columns; 9 positions given
+        images = np.asarray(tf.random.stateless_uniform((2, 5, 6, 3), (3, 4), -1.0, 1.0))
+        return m, lambda: sampling.complete(m, images, 9, seed=2)
+    return m, lambda: sampling.sample(m, 1, (4, 4, 3), seed=1, jit_compile=True)     # xla
+
+
+@pytest.mark.parametrize("kind", ["codes", "labels", "padded_completion", "xla"])
+def test_every_kind_of_sampler_loads_its_kept_trace_and_samples_the_same(kind, tmp_path,
+                                                                         monkeypatch):
+    m, draw = _variant(kind)
+    sampling.keep_traces(m, str(tmp_path))
+    traced = draw()
+    store = traces.store_for(m)
+    assert store.written >= 1 and store.loaded == 0
+    _fresh_samplers(m)
+    with monkeypatch.context() as patch:
+        _no_tracing(patch)
+        loaded = draw()
+    np.testing.assert_array_equal(loaded, traced)
+    assert store.loaded == store.written
+
+
+def test_a_kept_trace_that_loads_is_not_replaced(model, tmp_path):
+    _fresh_samplers(model)
+    sampling.keep_traces(model, str(tmp_path))
+    try:
+        sampling.sample(model, 1, (4, 4, 3), seed=1)
+        (key,) = _kept(tmp_path)
+        stamp = os.stat(tmp_path / key / "saved_model.pb").st_mtime_ns
+        # Another process that traced the same function writes it too: the first one stays.
+        store = traces.TraceStore(str(tmp_path))
+        assert store.save(key, store.load(key)) is False
+        assert os.stat(tmp_path / key / "saved_model.pb").st_mtime_ns == stamp
+        assert os.listdir(tmp_path) == [key]                 # no temporary folder left
+    finally:
+        sampling.keep_traces(model, None)
+
+
+def test_the_unpacking_function_holds_no_tensors():
+    """The traced function keeps it as long as the sampler lives: it must not keep the first
+    call's weights and caches alive."""
+    args = ({"a": tf.zeros((3, 3))}, [tf.ones((2,)), None])
+    tensors, pack = traces.flat_inputs(args)
+    held = tf.nest.flatten([c.cell_contents for c in pack.__closure__])
+    assert not [x for x in held if isinstance(x, tf.Tensor)]
+    back = pack(tensors)
+    assert back[0]["a"] is tensors[0] and back[1][1] is None
 
 
 def test_keep_traces_refuses_a_directory_it_cannot_make(model, tmp_path):
