@@ -19,6 +19,16 @@ def model():
     return m
 
 
+@pytest.fixture
+def keeping(model, tmp_path):
+    """The module's model keeping its traces in tmp_path (returned), with no sampler yet."""
+    _fresh_samplers(model)
+    sampling.keep_traces(model, str(tmp_path))
+    yield tmp_path
+    sampling.keep_traces(model, None)
+    _fresh_samplers(model)
+
+
 def _fresh_samplers(model):
     """Forget the model's samplers (and their traced functions), as a new process would."""
     sampling._SAMPLERS.pop(model, None)
@@ -34,83 +44,67 @@ def _no_tracing(monkeypatch):
     monkeypatch.setattr(fast.FastSampler, "_row_group", refuse)
 
 
-def test_a_kept_trace_is_loaded_instead_of_traced_and_samples_the_same(model, tmp_path,
+def test_a_kept_trace_is_loaded_instead_of_traced_and_samples_the_same(model, keeping,
                                                                        monkeypatch):
+    first = sampling.sample(model, 2, (8, 8, 3), seed=3)
+    kept = _kept(keeping)
+    assert len(kept) == 1                       # one group of 4 rows: one function
+    assert os.path.isfile(keeping / kept[0] / "saved_model.pb")
     _fresh_samplers(model)
-    sampling.keep_traces(model, str(tmp_path))
+    with monkeypatch.context() as m:
+        _no_tracing(m)
+        again = sampling.sample(model, 2, (8, 8, 3), seed=3)
+        other_seed = sampling.sample(model, 2, (8, 8, 3), seed=4)
+    np.testing.assert_array_equal(again, first)
+    assert not np.array_equal(other_seed, first)
+    # The weights are inputs, not part of the trace: new weights, new images, same trace.
+    old = [v.numpy() for v in model.trainable_variables]
+    for v in model.trainable_variables:
+        v.assign(v * 1.5)
     try:
-        first = sampling.sample(model, 2, (8, 8, 3), seed=3)
-        kept = _kept(tmp_path)
-        assert len(kept) == 1                       # one group of 4 rows: one function
-        assert os.path.isfile(tmp_path / kept[0] / "saved_model.pb")
         _fresh_samplers(model)
         with monkeypatch.context() as m:
             _no_tracing(m)
-            again = sampling.sample(model, 2, (8, 8, 3), seed=3)
-            other_seed = sampling.sample(model, 2, (8, 8, 3), seed=4)
-        np.testing.assert_array_equal(again, first)
-        assert not np.array_equal(other_seed, first)
-        # The weights are inputs, not part of the trace: new weights, new images, same trace.
-        old = [v.numpy() for v in model.trainable_variables]
-        for v in model.trainable_variables:
-            v.assign(v * 1.5)
-        try:
-            _fresh_samplers(model)
-            with monkeypatch.context() as m:
-                _no_tracing(m)
-                scaled = sampling.sample(model, 2, (8, 8, 3), seed=3)
-            sampling.keep_traces(model, None)
-            _fresh_samplers(model)
-            traced = sampling.sample(model, 2, (8, 8, 3), seed=3)
-        finally:
-            for v, o in zip(model.trainable_variables, old):
-                v.assign(o)
-            _fresh_samplers(model)
-        np.testing.assert_array_equal(scaled, traced)
-        assert not np.array_equal(scaled, first)
-        assert _kept(tmp_path) == kept
-    finally:
+            scaled = sampling.sample(model, 2, (8, 8, 3), seed=3)
         sampling.keep_traces(model, None)
-
-
-def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(model, tmp_path):
-    _fresh_samplers(model)
-    sampling.keep_traces(model, str(tmp_path))
-    try:
-        sampling.sample(model, 1, (8, 8, 3), seed=0)
-        (one,) = _kept(tmp_path)
-        # 6 rows: a group of 4 and one of 2, both new (the image's size is in the key).
-        sampling.sample(model, 1, (6, 8, 3), seed=0)
-        assert len(_kept(tmp_path)) == 3 and one in _kept(tmp_path)
-        # Damage the first: it is traced again, samples the same, and is written anew.
-        want = sampling.sample(model, 1, (8, 8, 3), seed=5)
-        with open(tmp_path / one / "saved_model.pb", "wb") as f:
-            f.write(b"not a SavedModel")
         _fresh_samplers(model)
-        np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
-        assert traces.TraceStore(str(tmp_path)).load(one) is not None
+        traced = sampling.sample(model, 2, (8, 8, 3), seed=3)
     finally:
-        sampling.keep_traces(model, None)
+        for v, o in zip(model.trainable_variables, old):
+            v.assign(o)
+        _fresh_samplers(model)
+    np.testing.assert_array_equal(scaled, traced)
+    assert not np.array_equal(scaled, first)
+    assert _kept(keeping) == kept
 
 
-def test_a_write_that_fails_costs_only_speed(model, tmp_path, monkeypatch):
+def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(model, keeping):
+    sampling.sample(model, 1, (8, 8, 3), seed=0)
+    (one,) = _kept(keeping)
+    # 6 rows: a group of 4 and one of 2, both new (the image's size is in the key).
+    sampling.sample(model, 1, (6, 8, 3), seed=0)
+    assert len(_kept(keeping)) == 3 and one in _kept(keeping)
+    # Damage the first: it is traced again, samples the same, and is written anew.
+    want = sampling.sample(model, 1, (8, 8, 3), seed=5)
+    with open(keeping / one / "saved_model.pb", "wb") as f:
+        f.write(b"not a SavedModel")
     _fresh_samplers(model)
-    sampling.keep_traces(model, str(tmp_path))
+    np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
+    assert traces.TraceStore(str(keeping)).load(one) is not None
 
+
+def test_a_write_that_fails_costs_only_speed(model, keeping, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    try:
-        want = sampling.sample(model, 1, (4, 4, 3), seed=1)
-        _fresh_samplers(model)
-        for entry in _kept(tmp_path):
-            os.rename(tmp_path / entry, tmp_path / f".gone{entry}")
-        monkeypatch.setattr(tf.saved_model, "save", full_disk)
-        np.testing.assert_array_equal(sampling.sample(model, 1, (4, 4, 3), seed=1), want)
-        assert _kept(tmp_path) == []
-        assert not [d for d in os.listdir(tmp_path) if not d.startswith(".gone")]  # no debris
-    finally:
-        sampling.keep_traces(model, None)
+    want = sampling.sample(model, 1, (4, 4, 3), seed=1)
+    _fresh_samplers(model)
+    for entry in _kept(keeping):
+        os.rename(keeping / entry, keeping / f".gone{entry}")
+    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+    np.testing.assert_array_equal(sampling.sample(model, 1, (4, 4, 3), seed=1), want)
+    assert _kept(keeping) == []
+    assert not [d for d in os.listdir(keeping) if not d.startswith(".gone")]    # no debris
 
 
 def test_the_key_follows_what_shapes_the_trace():
@@ -165,20 +159,15 @@ def test_every_kind_of_sampler_loads_its_kept_trace_and_samples_the_same(kind, t
     assert store.loaded == store.written
 
 
-def test_a_kept_trace_that_loads_is_not_replaced(model, tmp_path):
-    _fresh_samplers(model)
-    sampling.keep_traces(model, str(tmp_path))
-    try:
-        sampling.sample(model, 1, (4, 4, 3), seed=1)
-        (key,) = _kept(tmp_path)
-        stamp = os.stat(tmp_path / key / "saved_model.pb").st_mtime_ns
-        # Another process that traced the same function writes it too: the first one stays.
-        store = traces.TraceStore(str(tmp_path))
-        assert store.save(key, store.load(key)) is False
-        assert os.stat(tmp_path / key / "saved_model.pb").st_mtime_ns == stamp
-        assert os.listdir(tmp_path) == [key]                 # no temporary folder left
-    finally:
-        sampling.keep_traces(model, None)
+def test_a_kept_trace_that_loads_is_not_replaced(model, keeping):
+    sampling.sample(model, 1, (4, 4, 3), seed=1)
+    (key,) = _kept(keeping)
+    stamp = os.stat(keeping / key / "saved_model.pb").st_mtime_ns
+    # Another process that traced the same function writes it too: the first one stays.
+    store = traces.TraceStore(str(keeping))
+    assert store.save(key, store.load(key)) is False
+    assert os.stat(keeping / key / "saved_model.pb").st_mtime_ns == stamp
+    assert os.listdir(keeping) == [key]                 # no temporary folder left
 
 
 def test_the_unpacking_function_holds_no_tensors():
