@@ -171,10 +171,10 @@ def _step_bytes(x):
 def _floors(fs, w, B, size):
     """What bounds the two parts on this machine: a pixel step reads its levels' ul-stream
     weight matrices once, so one matrix product of B rows over as many bytes (on average over
-    the positions), timed alone, times H*W steps is the per-pixel loop's floor; the row-level part's convolutions are matrix
-    products of B*W rows, whose rate is timed on the shape of a gated resnet's conv2 (K = 6
-    Fn, N = 2F). Printed: the bytes per step, the product's seconds and that floor, the rate
-    (GFLOP/s)."""
+    the positions), timed alone, times H*W steps is the per-pixel loop's floor; the row-level
+    part's convolutions are matrix products of B*W rows, whose rate is timed on the shape of
+    a gated resnet's conv2 (K = 6 Fn, N = 2F). Printed: the bytes per step, the product's
+    seconds and that floor, the rate (GFLOP/s)."""
     # Level l (1/2**l resolution) steps on 1 of 4**l positions: the bytes per position.
     ul = w.ul_stream()
     nbytes = _step_bytes(ul._replace(levels=[])) + int(sum(

@@ -122,10 +122,9 @@ class FastSampler:
         # one function per number of rows in a group, of the flat list of its input tensors
         # (so that it can be kept on disk, ``traces.py``), made on first use.
         self.jit, self._groups = bool(jit), {}
-        self._settings = (type(self).__name__, self.B, self.hw, self.H, self.W, self.C,
-                          self.n_up, self.n_down, self.F, self.M, model.resnet_nonlinearity,
-                          self.head.kind, self.head.K, self.head.temperature, self.dtype.name,
-                          self.jit)
+        self._settings = (type(self).__name__, self.B, self.hw, self.C, self.n_up, self.n_down,
+                          self.F, self.M, model.resnet_nonlinearity, self.head.kind, self.head.K,
+                          self.head.temperature, self.dtype.name, self.jit)
         # One loop function per kind of row (how many levels get a new row).
         self._loops = {n: tf.function(lambda *a, n=n: self._pixel_loop(n, *a),
                                       jit_compile=jit, autograph=False)
