@@ -75,7 +75,7 @@ def test_sample_py_from_save_dir(save_dir):
     # rows at batch 3); a later run loads them (the same entries, not written again) and
     # draws the same images.
     kept = sorted(os.listdir(os.path.join(save_dir, "traces")))
-    stamps = [os.stat(os.path.join(save_dir, "traces", k, "saved_model.pb")).st_mtime_ns
+    stamps = [os.stat(os.path.join(save_dir, "traces", k)).st_mtime_ns
               for k in kept]
     assert kept and not [k for k in kept if k.startswith(".")]
     again = run_sample_py(f"--save_dir={save_dir}", "--num_samples=5", "--batch_size=3",
@@ -84,7 +84,7 @@ def test_sample_py_from_save_dir(save_dir):
     np.testing.assert_array_equal(np.load(os.path.join(save_dir, "samples.npz"))["images"],
                                   images)
     assert sorted(os.listdir(os.path.join(save_dir, "traces"))) == kept
-    assert stamps == [os.stat(os.path.join(save_dir, "traces", k, "saved_model.pb")).st_mtime_ns
+    assert stamps == [os.stat(os.path.join(save_dir, "traces", k)).st_mtime_ns
                       for k in kept]
     # The same images in process, from the Polyak-averaged weights: batch b has its own seed,
     # and the last batch is filled up with the first labels.

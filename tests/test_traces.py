@@ -35,7 +35,10 @@ def _fresh_samplers(model):
 
 
 def _kept(directory):
-    return sorted(d for d in os.listdir(directory) if not d.startswith("."))
+    """The keys kept in directory (its files ``<key>.pb``)."""
+    names = [d for d in os.listdir(directory) if not d.startswith(".")]
+    assert all(n.endswith(".pb") for n in names), names
+    return sorted(n[:-3] for n in names)
 
 
 def _no_tracing(monkeypatch):
@@ -49,7 +52,7 @@ def test_a_kept_trace_is_loaded_instead_of_traced_and_samples_the_same(model, ke
     first = sampling.sample(model, 2, (8, 8, 3), seed=3)
     kept = _kept(keeping)
     assert len(kept) == 1                       # one group of 4 rows: one function
-    assert os.path.isfile(keeping / kept[0] / "saved_model.pb")
+    assert os.path.isfile(keeping / f"{kept[0]}.pb")
     _fresh_samplers(model)
     with monkeypatch.context() as m:
         _no_tracing(m)
@@ -86,8 +89,8 @@ def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(mode
     assert len(_kept(keeping)) == 3 and one in _kept(keeping)
     # Damage the first: it is traced again, samples the same, and is written anew.
     want = sampling.sample(model, 1, (8, 8, 3), seed=5)
-    with open(keeping / one / "saved_model.pb", "wb") as f:
-        f.write(b"not a SavedModel")
+    with open(keeping / f"{one}.pb", "r+b") as f:
+        f.truncate(os.path.getsize(keeping / f"{one}.pb") // 2)
     _fresh_samplers(model)
     np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
     assert traces.TraceStore(str(keeping)).load(one) is not None
@@ -100,8 +103,8 @@ def test_a_write_that_fails_costs_only_speed(model, keeping, monkeypatch):
     want = sampling.sample(model, 1, (4, 4, 3), seed=1)
     _fresh_samplers(model)
     for entry in _kept(keeping):
-        os.rename(keeping / entry, keeping / f".gone{entry}")
-    monkeypatch.setattr(tf.saved_model, "save", full_disk)
+        os.rename(keeping / f"{entry}.pb", keeping / f".gone{entry}")
+    monkeypatch.setattr(traces.os, "fdopen", full_disk)
     np.testing.assert_array_equal(sampling.sample(model, 1, (4, 4, 3), seed=1), want)
     assert _kept(keeping) == []
     assert not [d for d in os.listdir(keeping) if not d.startswith(".gone")]    # no debris
@@ -162,12 +165,12 @@ def test_every_kind_of_sampler_loads_its_kept_trace_and_samples_the_same(kind, t
 def test_a_kept_trace_that_loads_is_not_replaced(model, keeping):
     sampling.sample(model, 1, (4, 4, 3), seed=1)
     (key,) = _kept(keeping)
-    stamp = os.stat(keeping / key / "saved_model.pb").st_mtime_ns
+    stamp = os.stat(keeping / f"{key}.pb").st_mtime_ns
     # Another process that traced the same function writes it too: the first one stays.
     store = traces.TraceStore(str(keeping))
     assert store.save(key, store.load(key)) is False
-    assert os.stat(keeping / key / "saved_model.pb").st_mtime_ns == stamp
-    assert os.listdir(keeping) == [key]                 # no temporary folder left
+    assert os.stat(keeping / f"{key}.pb").st_mtime_ns == stamp
+    assert os.listdir(keeping) == [f"{key}.pb"]         # no temporary file left
 
 
 def test_the_unpacking_function_holds_no_tensors():

@@ -3,8 +3,8 @@
 Tracing the fast sampler's group of rows (its row-level parts and pixel loops, thousands of
 ops) takes Python seconds at every process start (docs/PERFORMANCE.md). The traced
 function depends only on the model's layout and the sampling shapes, not on the weights (the
-sampler passes them in as arguments), so it can be written once as a SavedModel and loaded by
-later processes instead of traced again:
+sampler passes them in as arguments), so it can be written once, as TensorFlow's own
+description of its graph, and loaded by later processes instead of traced again:
 
     sampling.keep_traces(model, "runs/cifar/traces")
     sampling.sample(model, 1, (32, 32, 3))    # first process: traces, then writes the traces
@@ -17,7 +17,7 @@ it starts afresh). A kept function that does not load (damaged, from another Ten
 traced again and written anew; a directory that cannot be written to keeps nothing.
 
 A kept function is a TensorFlow graph that runs when loaded functions are called: keep traces
-only in folders you trust, as you would a program. Each is a few MB (2.3 MB for the full
+only in folders you trust, as you would a program. Each is a few MB (1.7 MB for the full
 model); old ones are not removed (delete the folder to start afresh).
 """
 
@@ -29,6 +29,8 @@ import time
 import weakref
 
 import tensorflow as tf
+from tensorflow.core.framework import function_pb2
+from tensorflow.python.eager import context
 
 __all__ = ["TraceStore", "keep_traces", "store_for", "flat_inputs", "input_key"]
 
@@ -52,15 +54,17 @@ def keep_traces(model, directory):
 
 
 def _remove_stale_temporaries(directory, age_seconds=3600):
-    """Remove the temporary folders of writes that were killed midway (hidden, over an hour
-    old)."""
+    """Remove the temporary files (or folders) of writes that were killed midway (hidden,
+    over an hour old)."""
     now = time.time()
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         try:
-            if (name.startswith(".") and os.path.isdir(path)
-                    and now - os.stat(path).st_mtime > age_seconds):
-                shutil.rmtree(path, ignore_errors=True)
+            if name.startswith(".") and now - os.stat(path).st_mtime > age_seconds:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
         except OSError:
             pass
 
@@ -114,54 +118,104 @@ def input_key(settings, args):
 
 
 class TraceStore:
-    """Traced functions of flat tensor lists, saved as SavedModels under ``directory/<key>``.
-    ``loaded`` and ``written`` count this process's loads and writes."""
+    """Traced functions of flat tensor lists, kept as files ``directory/<key>.pb``: the
+    function's graph and every function it calls (a FunctionDefLibrary, the traced function
+    last), renamed after the key. Loading one registers those functions with TensorFlow's
+    runtime and calls the last by name: nothing is rebuilt in Python, which is what makes a
+    SavedModel of the same function take seconds to load. ``loaded`` and ``written`` count
+    this process's loads and writes."""
 
     def __init__(self, directory):
         self.directory = directory
         self.loaded = self.written = 0
 
+    def path(self, key):
+        return os.path.join(self.directory, key + ".pb")
+
     def load(self, key):
         """The kept function of ``key`` (called with the flat tensors, returns a flat list),
         or None when there is none or it does not load."""
-        fn = self._load(os.path.join(self.directory, key))
+        fn = self._load(self.path(key), _name(key))
         self.loaded += fn is not None
         return fn
 
     @staticmethod
-    def _load(path):
-        if not os.path.isdir(path):
-            return None
+    def _load(path, name):
         try:
-            return tf.saved_model.load(path).fn
-        except Exception:     # noqa: BLE001 (damaged, another version's: traced again)
+            with open(path, "rb") as f:
+                library = function_pb2.FunctionDefLibrary.FromString(f.read())
+            if not library.function or library.function[-1].signature.name != name:
+                return None
+            ctx = context.context()
+            for fdef in library.function:
+                if not ctx.has_function(fdef.signature.name):
+                    ctx.add_function_def(fdef)
+        except Exception:     # noqa: BLE001 (none, damaged, another version's: traced again)
             return None
+        outputs = len(library.function[-1].signature.output_arg)
+
+        def call(*tensors):      # as a traced function's own call does
+            return context.context().call_function(name.encode(), list(tensors), outputs)
+
+        return call
 
     def save(self, key, fn):
-        """Write ``fn`` (a tf.function with an input_signature) under ``key``: into a
-        temporary folder, then renamed into place. A kept one that loads is left as it is
-        (another process may have just written it); one that does not is set aside and
-        removed. Nothing is written if the directory cannot be written to: only speed is
-        lost. Returns whether ``fn`` was written."""
-        path = os.path.join(self.directory, key)
-        module = tf.Module()
-        module.fn = fn
-        tmp = None
+        """Write ``fn`` (a tf.function with an input_signature, capturing no tensors) under
+        ``key``: into a temporary file, then renamed into place. A kept one that loads is left
+        as it is (another process may have just written it); one that does not is replaced.
+        Nothing is written if the directory cannot be written to: only speed is lost. Returns
+        whether ``fn`` was written."""
+        path, tmp = self.path(key), None
         try:
-            tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=self.directory)
-            tf.saved_model.save(module, tmp)
-            if os.path.isdir(path):
-                if self._load(path) is not None:
-                    return False
-                aside = tempfile.mkdtemp(prefix=f".{key}.", dir=self.directory)
-                os.rename(path, os.path.join(aside, "damaged"))
-                shutil.rmtree(aside, ignore_errors=True)
-            os.rename(tmp, path)
+            data = _library(fn.get_concrete_function(), _name(key)).SerializeToString()
+            if os.path.exists(path) and self._load(path, _name(key)) is not None:
+                return False
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)          # as a file the process writes (not mkstemp's 0600)
+            os.replace(tmp, path)
             tmp = None
             self.written += 1
             return True
-        except Exception:     # noqa: BLE001 (full disk, read-only, another process won)
+        except Exception:     # noqa: BLE001 (full disk, read-only, captured tensors)
             return False
         finally:
             if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+
+
+def _name(key):
+    return f"__kept_trace_{key}"
+
+
+def _library(concrete, name):
+    """The FunctionDefLibrary of a concrete function: the functions it calls, then itself,
+    every one renamed ``name`` (itself) or ``name_<i>`` (so that no name can meet one this
+    process traces)."""
+    if concrete.captured_inputs:
+        raise ValueError("a kept function must take all its tensors as inputs")
+    library = function_pb2.FunctionDefLibrary()
+    library.function.extend(concrete.graph.as_graph_def().library.function)
+    library.function.append(concrete.function_def)
+    names = {f.signature.name: f"{name}_{i}" for i, f in enumerate(library.function)}
+    names[concrete.function_def.signature.name] = name
+    for fdef in library.function:
+        fdef.signature.name = names[fdef.signature.name]
+        for node in fdef.node_def:
+            node.op = names.get(node.op, node.op)
+            for value in node.attr.values():
+                _rename_functions(value, names)
+    return library
+
+
+def _rename_functions(value, names):
+    """Rename the functions an AttrValue refers to (func, list(func), and theirs)."""
+    funcs = ([value.func] if value.HasField("func") else []) + list(value.list.func)
+    for func in funcs:
+        func.name = names.get(func.name, func.name)
+        for inner in func.attr.values():
+            _rename_functions(inner, names)
