@@ -110,7 +110,7 @@ def _load(save_dir, clock, data=None):
     model = checkpoint.build_model(config, fast_ops=True, restoring=True)
     made = data(save_dir, config) if data else None
     clock.lap("build")
-    path = checkpoint.find_intact_checkpoint(save_dir)
+    path = checkpoint.find_intact_checkpoint(save_dir, only=checkpoint.INFERENCE_TENSORS[True])
     if path is None:
         raise SystemExit(f"no checkpoint in {save_dir}")
     checkpoint.restore_weights(model, path)

@@ -30,7 +30,7 @@ from pixelcnn_pp.errors import UsageError, UserError
 
 __all__ = ["CONFIG_FILE", "CKPT_SUBDIR", "write_json_atomic", "write_config", "read_config",
            "data_source", "latest_checkpoint", "build_model", "load_for_inference",
-           "restore_weights",
+           "restore_weights", "INFERENCE_TENSORS",
            "list_checkpoints", "verify_checkpoint", "find_intact_checkpoint", "save_checkpoint",
            "CheckpointError", "NoCheckpointError", "CheckpointSaveError"]
 
@@ -136,16 +136,22 @@ def _files_of(prefix):
                                                           f))
 
 
-def verify_checkpoint(prefix):
+def verify_checkpoint(prefix, only=None):
     """None if the checkpoint at ``prefix`` reads back whole, else why not (one line).
 
-    Every tensor is read: TensorFlow checks each one's CRC32C, so cut-short and overwritten
-    data files are found, as is a missing .index or data shard."""
+    Every tensor is read (``only``: every tensor whose name starts with it, e.g. "averages/"
+    for inference, which reads nothing else; there must be one): TensorFlow checks each one's
+    CRC32C, so cut-short and overwritten data files are found, as is a missing .index or data
+    shard."""
     if not os.path.isfile(prefix + ".index"):
         return "its .index file is missing"
     try:
         reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_dtype_map():
+        names = [n for n in reader.get_variable_to_dtype_map()
+                 if only is None or n.startswith(only)]
+        if not names:
+            return f"it holds no {only.rstrip('/')} tensors"
+        for name in names:
             reader.get_tensor(name)
     except Exception as e:   # noqa: BLE001 (a damaged bundle fails in many ways)
         msg = getattr(e, "message", None) or str(e) or type(e).__name__
@@ -198,9 +204,10 @@ def _default_warn(msg):
     sys.stderr.flush()
 
 
-def find_intact_checkpoint(path, warn=None, what="using"):
+def find_intact_checkpoint(path, warn=None, what="using", only=None):
     """The newest checkpoint of ``path`` (a save_dir or its ckpt/ folder) that reads back
-    whole, or None if there is no checkpoint at all.
+    whole (``only``: the tensors whose names start with it, as ``verify_checkpoint``), or
+    None if there is no checkpoint at all.
 
     A damaged newer one is renamed ckpt-N.damaged.* (kept), reported through ``warn(msg)``
     (default: a ``warning:`` line on stderr) and the state file is rewritten so that
@@ -211,7 +218,7 @@ def find_intact_checkpoint(path, warn=None, what="using"):
     found = list_checkpoints(d)
     damaged = []
     for i, (step, prefix) in enumerate(found):
-        reason = verify_checkpoint(prefix)
+        reason = verify_checkpoint(prefix, only)
         if reason is None:
             if damaged:
                 notes = []
@@ -366,7 +373,7 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
         return model, model_config
     _check_save_dir(save_dir)
     config, _ = read_config(save_dir)
-    path = find_intact_checkpoint(save_dir, warn=warn)
+    path = find_intact_checkpoint(save_dir, warn=warn, only=INFERENCE_TENSORS[bool(use_averages)])
     if path is None:
         where = os.path.join(save_dir, CKPT_SUBDIR)
         raise NoCheckpointError(
@@ -377,15 +384,28 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
     return model, config
 
 
+# The checkpoint's names of the weights inference reads: the model's, or its Polyak averages.
+INFERENCE_TENSORS = {False: "model/", True: "averages/averages/"}
+
+
 def restore_weights(model, path, use_averages=True):
     """Read the training checkpoint at ``path`` into ``model``'s weights: its Polyak averages
     (``use_averages``) or its raw trained weights."""
-    if use_averages:
-        # The averages are read straight into the model's variables: a stand-in laid out as
-        # the PolyakAverage that wrote them (its ``averages`` list), holding the variables.
-        into = tf.Module()
-        into.averages = list(model.trainable_variables)
-        tf.train.Checkpoint(averages=into).restore(path).expect_partial()
-    else:
+    if not use_averages:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
-
+        return
+    # The averages are read straight into the model's variables: the PolyakAverage that wrote
+    # them holds one per trainable variable, in the model's order, as its ``averages`` list.
+    variables = model.trainable_variables
+    reader = tf.train.load_checkpoint(path)
+    shapes = {n: s for n, s in reader.get_variable_to_shape_map().items()
+              if n.startswith(INFERENCE_TENSORS[True])}
+    names = [f"{INFERENCE_TENSORS[True]}{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(variables))]
+    if len(shapes) != len(variables) or any(
+            tuple(shapes.get(n, ())) != tuple(v.shape) for n, v in zip(names, variables)):
+        raise CheckpointError(
+            f"{path} holds {len(shapes)} averaged weights that do not fit the "
+            f"{len(variables)} weights of the model its config.json describes: the checkpoint "
+            "belongs to another run (restore that run's config.json)")
+    for n, v in zip(names, variables):
+        v.assign(reader.get_tensor(n))

@@ -86,14 +86,24 @@ def steps_of(save_dir):
     return [s for s, _ in ckpt_lib.list_checkpoints(str(save_dir))]
 
 
-def damage(prefix, how):
+def damage(prefix, how, tensors="averages/"):
+    """Damage a checkpoint: cut short in the middle of, or overwrite the start of, the largest
+    tensor whose name starts with ``tensors`` (by default among the Polyak averages, which
+    inference reads: what a damaged file looks like to every reader), or delete its .index."""
     data = prefix + ".data-00000-of-00001"
+    if how in ("cut_short", "overwritten"):
+        reader = tf.train.load_checkpoint(prefix)
+        name = max((n for n in reader.get_variable_to_shape_map() if n.startswith(tensors)),
+                   key=lambda n: reader.get_tensor(n).nbytes)
+        raw = reader.get_tensor(name).tobytes()
+        b = bytearray(open(data, "rb").read())
+        at = b.find(raw)
+        assert at >= 0 and b.find(raw, at + 1) < 0, name        # found, and only there
     if how == "cut_short":
         with open(data, "r+b") as f:
-            f.truncate(os.path.getsize(data) // 2)
+            f.truncate(at + len(raw) // 2)
     elif how == "overwritten":
-        b = bytearray(open(data, "rb").read())
-        b[len(b) // 3:len(b) // 3 + 64] = bytes(64)
+        b[at:at + 64] = bytes(64)
         open(data, "wb").write(bytes(b))
     elif how == "missing_index":
         os.remove(prefix + ".index")
@@ -194,6 +204,35 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_older_one_used(trained
     # A second load finds the intact one at once, without warnings.
     ckpt_lib.load_for_inference(str(d), warn=warnings.append)
     assert len(warnings) == 1
+
+
+def test_inference_uses_a_checkpoint_whose_averages_are_whole_training_does_not(trained,
+                                                                                tmp_path):
+    """Inference reads (and so verifies) the averages only: damage elsewhere (an optimizer
+    slot) leaves the newest checkpoint usable for sampling; resuming training sets it aside."""
+    d = copy_run(trained, tmp_path / "run")
+    (new, pnew), (old, pold) = ckpt_lib.list_checkpoints(str(d))
+    damage(pnew, "overwritten", tensors="optimizer/")
+    warnings = []
+    model, _ = ckpt_lib.load_for_inference(save_dir=str(d), warn=warnings.append)
+    assert warnings == [] and os.path.exists(pnew + ".index")
+    reader = tf.train.load_checkpoint(pnew)
+    want = sorted(float(np.sum(reader.get_tensor(n))) for n in reader.get_variable_to_dtype_map()
+                  if n.startswith("averages/averages/"))
+    got = sorted(float(np.sum(v.numpy())) for v in model.trainable_variables)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert ckpt_lib.find_intact_checkpoint(str(d), warn=warnings.append) == pold
+    assert len(warnings) == 1 and f"ckpt-{new} is damaged" in warnings[0]
+
+
+def test_a_checkpoint_of_another_model_is_one_clear_error(trained, tmp_path):
+    d = copy_run(trained, tmp_path / "run")
+    config = json.loads((d / "config.json").read_text())
+    config["model"]["nr_filters"] += 1
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ckpt_lib.CheckpointError, match="belongs to another run") as e:
+        ckpt_lib.load_for_inference(str(d))
+    assert cli.is_user_error(e.value) and "\n" not in cli.error_line("eval.py", e.value)
 
 
 def test_no_intact_checkpoint_is_one_clear_error_naming_them(trained, tmp_path):
