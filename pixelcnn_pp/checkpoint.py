@@ -333,9 +333,10 @@ def build_model(config, seed=None, fast_ops=False, restoring=False):
     image's size)."""
     model = config.build(seed=seed, fast_ops=fast_ops)
     H, W = config.image_shape[:2]
-    if restoring and config.model == "pixelcnn_pp":
-        for layer in model.weight_norm_layers():
-            layer.v_initializer = "zeros"
+    layers = model.weight_norm_layers() if restoring and config.model == "pixelcnn_pp" else []
+    for layer in layers:
+        layer.v_initializer = "zeros"
+        layer.creating_only = True
         H = W = 1
     kw = {}
     if config.model == "pixelcnn_pp" and config.num_classes:
@@ -344,7 +345,11 @@ def build_model(config, seed=None, fast_ops=False, restoring=False):
         kw["spatial"] = tf.zeros((1, 1, 1, config.spatial_channels))
     x = (tf.zeros((1, H, W), tf.int32) if config.num_categories
          else tf.zeros((1, H, W) + tuple(config.image_shape[2:])))
-    model(x, **kw)
+    try:
+        model(x, **kw)
+    finally:
+        for layer in layers:
+            layer.creating_only = False
     return model
 
 

@@ -86,6 +86,9 @@ class _WeightNorm(keras.layers.Layer):
         self.num_filters = int(num_filters)
         self.init_scale = float(init_scale)
         self.ddi = False  # set by PixelCNNPP.initialize for the data-dependent init pass
+        # Set by checkpoint.build_model around the call that only creates the weights (a
+        # checkpoint's values replace them next): the kernels are then used as V, unnormalised.
+        self.creating_only = False
         # V's initial values, N(0, 0.05) as the original's; checkpoint.build_model makes zeros
         # when a checkpoint's values replace them anyway (drawing 53.7M normals costs ~0.5 s).
         self.v_initializer = keras.initializers.RandomNormal(0.0, 0.05)
@@ -116,6 +119,11 @@ class _WeightNorm(keras.layers.Layer):
         # Shifted deconvs crop after the statistics: the original normalises the whole
         # transposed-conv output, then crops.
         return self._crop(y)
+
+    def _normalize(self, V, g, axes, g_shape):
+        if self.creating_only:       # the output is not used: only its shape
+            return V
+        return weight_normalize(V, g, axes, g_shape, self.fast_ops)
 
     def _vg(self):
         # Weight-norm statistics in the variable dtype (float32 also under mixed precision);
@@ -158,7 +166,7 @@ class WNConv2D(_WNConvBase):
     def kernel(self):
         """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
         V, g = self._vg()
-        return weight_normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters], self.fast_ops)
+        return self._normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters])
 
     def _apply(self, x):
         y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
@@ -174,7 +182,7 @@ class WNDeconv2D(_WNConvBase):
     def kernel(self):
         """The effective kernel, (fh, fw, F, Cin), float32."""
         V, g = self._vg()
-        return weight_normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1], self.fast_ops)
+        return self._normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1])
 
     def output_hw(self, h, w):
         sh, sw = self.stride

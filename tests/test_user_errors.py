@@ -216,6 +216,7 @@ def test_inference_uses_a_checkpoint_whose_averages_are_whole_training_does_not(
     warnings = []
     model, _ = ckpt_lib.load_for_inference(save_dir=str(d), warn=warnings.append)
     assert warnings == [] and os.path.exists(pnew + ".index")
+    assert not any(layer.creating_only for layer in model.weight_norm_layers())
     reader = tf.train.load_checkpoint(pnew)
     want = sorted(float(np.sum(reader.get_tensor(n))) for n in reader.get_variable_to_dtype_map()
                   if n.startswith("averages/averages/"))

@@ -131,9 +131,15 @@ def _asked_for_help(argv):
     return any(a in _HELP_FLAGS for a in (sys.argv if argv is None else argv)[1:])
 
 
-def run(name, main, argv=None):
+def run(name, main, argv=None, quick_exit=False):
     """absl's app.run(main) with one-line errors for the user's mistakes (see the module),
-    TensorFlow imported quietly first (not for --help, which needs none)."""
+    TensorFlow imported quietly first (not for --help, which needs none).
+
+    quick_exit: when main returns and the command was run from the command line (argv None),
+    the process ends at once (output flushed, status 0) instead of tearing down the
+    interpreter and TensorFlow's objects one by one, which takes ~0.4 s after the full model;
+    for commands whose files are written and closed when main returns."""
+    quick = argv is None
     if not _asked_for_help(argv):
         quiet_tensorflow_import()
     if "verbose" not in flags.FLAGS:
@@ -143,7 +149,12 @@ def run(name, main, argv=None):
         if not _verbose():   # TensorFlow's Python-side INFO lines (e.g. checkpoint sharding)
             absl_logging.set_verbosity(absl_logging.WARNING)
         try:
-            return main(argv)
+            result = main(argv)
+            if quick_exit and quick:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+            return result
         except Exception as e:      # noqa: BLE001 (internal errors are re-raised)
             if not is_user_error(e) or _verbose():
                 raise

@@ -37,7 +37,7 @@ def _main(argv):
 
 
 def main(argv=None):
-    cli.run(cli.command_name("pixelcnn-eval"), _main, argv)
+    cli.run(cli.command_name("pixelcnn-eval"), _main, argv, quick_exit=True)
 
 
 if __name__ == "__main__":

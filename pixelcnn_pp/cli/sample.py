@@ -154,7 +154,7 @@ def _main(argv):
 
 
 def main(argv=None):
-    cli.run(cli.command_name("pixelcnn-sample"), _main, argv)
+    cli.run(cli.command_name("pixelcnn-sample"), _main, argv, quick_exit=True)
 
 
 if __name__ == "__main__":
