@@ -10,7 +10,8 @@ from pixelcnn_pp.config import ModelConfig
 from pixelcnn_pp.data import make_loader
 from pixelcnn_pp.errors import InvalidInputError
 from pixelcnn_pp.likelihood import bits_per_dim, model_inputs
-from pixelcnn_pp.training.steps import spatial_kwarg, split_batch
+from pixelcnn_pp.training.steps import (effective_weights, given_weights, spatial_kwarg,
+                                        split_batch)
 
 __all__ = ["evaluate_checkpoint", "test_bits_per_dim"]
 
@@ -20,17 +21,19 @@ _STEPS = weakref.WeakKeyDictionary()
 
 
 def _eval_step(model):
-    """(x, y, s=None) -> the objective summed over the batch, ``training=False``."""
+    """(weights(), step(w, x, y, s=None)): the model's effective weights, computed once for
+    a pass, and the objective summed over a batch with them, ``training=False``."""
     if model not in _STEPS:
         k = model.num_classes
 
         @tf.function
-        def step(x, y, s=None):
+        def step(w, x, y, s=None):
             x = model_inputs(x)
             h = tf.one_hot(y, k) if k else None
-            return model.objective(x, model(x, h=h, training=False, **spatial_kwarg(s)))
+            with given_weights(model, w):
+                return model.objective(x, model(x, h=h, training=False, **spatial_kwarg(s)))
 
-        _STEPS[model] = step
+        _STEPS[model] = (tf.function(lambda: effective_weights(model)), step)
     return _STEPS[model]
 
 
@@ -38,7 +41,8 @@ def test_bits_per_dim(model, config, loader, max_batches=None):
     """(mean bits/dim, images) of the loader's images under the model (as loaded: no swapping
     of weights here); bits per code for a prior over codes. The model's traced step is kept
     for the next call."""
-    step = _eval_step(model)
+    weights, step = _eval_step(model)
+    w = weights()         # once: the weights do not change during the pass
 
     total, n = 0.0, 0
     for i, batch in enumerate(loader):
@@ -47,7 +51,7 @@ def test_bits_per_dim(model, config, loader, max_batches=None):
         x, y, s = split_batch(batch, loader.return_labels,
                               getattr(loader, "return_spatial", False))
         y = np.zeros(len(x), np.int32) if y is None else y
-        args = (tf.constant(x), tf.constant(y, tf.int32))
+        args = (w, tf.constant(x), tf.constant(y, tf.int32))
         total += float(step(*args) if s is None else step(*args, tf.constant(s)))
         n += len(x)
     if n == 0:

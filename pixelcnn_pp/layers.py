@@ -89,6 +89,9 @@ class _WeightNorm(keras.layers.Layer):
         # Set by checkpoint.build_model around the call that only creates the weights (a
         # checkpoint's values replace them next): the kernels are then used as V, unnormalised.
         self.creating_only = False
+        # Evaluation: the effective weights (``effective()``) computed once for a pass over
+        # the test split (``PixelCNNPP.given_weights``), used instead of recomputing them.
+        self.given = None
         # V's initial values, N(0, 0.05) as the original's; checkpoint.build_model makes zeros
         # when a checkpoint's values replace them anyway (drawing 53.7M normals costs ~0.5 s).
         self.v_initializer = keras.initializers.RandomNormal(0.0, 0.05)
@@ -120,6 +123,11 @@ class _WeightNorm(keras.layers.Layer):
         # transposed-conv output, then crops.
         return self._crop(y)
 
+    def effective(self):
+        """What weight normalisation makes of V and g: a convolution's kernel, a dense
+        layer's per-output scale."""
+        raise NotImplementedError
+
     def _normalize(self, V, g, axes, g_shape):
         if self.creating_only:       # the output is not used: only its shape
             return V
@@ -148,6 +156,9 @@ class _WNConvBase(_WeightNorm):
     """Filter size, stride and padding of the (transposed) convolutions; ``fast_ops``: the
     kernel's gradient by ``fast_ops.weight_normalize``."""
 
+    def effective(self):
+        return self.kernel()
+
     def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
                  init_scale=1.0, fast_ops=False, **kwargs):
         super().__init__(num_filters, init_scale, **kwargs)
@@ -165,6 +176,8 @@ class WNConv2D(_WNConvBase):
 
     def kernel(self):
         """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
+        if self.given is not None:
+            return self.given
         V, g = self._vg()
         return self._normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters])
 
@@ -181,6 +194,8 @@ class WNDeconv2D(_WNConvBase):
 
     def kernel(self):
         """The effective kernel, (fh, fw, F, Cin), float32."""
+        if self.given is not None:
+            return self.given
         V, g = self._vg()
         return self._normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1])
 
@@ -206,10 +221,16 @@ class WNDense(_WeightNorm):
     def build(self, input_shape):
         self._make_weights((int(input_shape[-1]), self.num_filters))
 
-    def _apply(self, x):
+    def effective(self):
+        """The per-output scale g / ||V|| (the columns' norms), float32."""
+        if self.given is not None:
+            return self.given
         V, g = self._vg()
-        scaler = g / tf.sqrt(tf.reduce_sum(tf.square(V), [0]))
-        y = tf.matmul(x, self._cast(V))
+        return g / tf.sqrt(tf.reduce_sum(tf.square(V), [0]))
+
+    def _apply(self, x):
+        scaler = self.effective()
+        y = tf.matmul(x, self._cast(tf.convert_to_tensor(self.V, self.variable_dtype)))
         return self._cast(tf.reshape(scaler, [1, -1])) * y + self._cast(tf.reshape(self.b, [1, -1]))
 
 

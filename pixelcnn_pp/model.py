@@ -11,6 +11,7 @@ spatial condition map (``spatial_channels``), and any H, W >= 1 (padding at the 
 right, masked so that it is never seen).
 """
 
+import contextlib
 import functools
 
 import keras
@@ -196,6 +197,28 @@ class PixelCNNPP(keras.Model):
         if self.energy_distance:
             return out + [self.ed_features, self.ed_noise, self.ed_hidden, self.ed_out]
         return out + [self.out_nin]
+
+    def effective_weights(self):
+        """What weight normalisation makes of each weight-normed layer's V and g, in
+        ``weight_norm_layers`` order: a convolution's kernel g V / ||V||, a dense layer's
+        per-output scale g / ||V||. An evaluation pass computes them once (``given_weights``)
+        instead of in every step, as the original does; the values are the same."""
+        return [layer.effective() for layer in self.weight_norm_layers()]
+
+    @contextlib.contextmanager
+    def given_weights(self, weights):
+        """Calls inside use ``weights`` (``effective_weights()``, computed before) instead of
+        normalising V and g again: for evaluation (no gradient reaches V and g through them)."""
+        layers = self.weight_norm_layers()
+        if len(weights) != len(layers):
+            raise ValueError(f"given_weights: {len(weights)} weights for {len(layers)} layers")
+        for layer, w in zip(layers, weights):
+            layer.given = w
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.given = None
 
     def built_weights(self):
         """Whether the weights exist (the model was called once, or initialised)."""

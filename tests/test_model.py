@@ -205,3 +205,29 @@ def test_the_first_call_builds_the_model_without_a_symbolic_trace(monkeypatch):
     model(random_images((1, 8, 8, 3)))
     assert model.built and model.built_weights()
     assert not traced
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_classes": 3}, {"spatial_channels": 2}])
+def test_given_effective_weights_give_the_same_output_bitwise(kw):
+    """An evaluation pass computes each layer's normalised weights once (``given_weights``):
+    the outputs are those of the model normalising them itself, bit for bit."""
+    model = tiny_model(**kw)
+    x = random_images((2, 8, 8, 3), seed=4)
+    extra = {}
+    if kw.get("num_classes"):
+        extra["h"] = one_hot([0, 2], 3)
+    if kw.get("spatial_channels"):
+        extra["spatial"] = tf.random.stateless_normal((2, 4, 4, 2), (5, 6))
+    model.initialize(x, training=False, **extra)
+    want = model(x, **extra).numpy()
+    w = model.effective_weights()
+    assert len(w) == len(model.weight_norm_layers())
+    with model.given_weights(w):
+        np.testing.assert_array_equal(model(x, **extra).numpy(), want)
+    with model.given_weights([t * 2.0 for t in w]):             # they are what is used
+        assert not np.array_equal(model(x, **extra).numpy(), want)
+    assert all(layer.given is None for layer in model.weight_norm_layers())
+    np.testing.assert_array_equal(model(x, **extra).numpy(), want)
+    with pytest.raises(ValueError, match="weights for"):
+        with model.given_weights(w[:-1]):
+            pass

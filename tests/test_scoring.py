@@ -149,9 +149,9 @@ def test_score_images_equals_nll_per_image_and_the_evaluations_bits_per_dim(rgb)
     assert s["bits_per_dim"].mean() == pytest.approx(bpd, rel=1e-5)
     # A second call reuses the model's traced step: no new tracing, the same figure.
     from pixelcnn_pp.evaluation import _eval_step
-    traced = _eval_step(model).experimental_get_tracing_count()
+    traced = [f.experimental_get_tracing_count() for f in _eval_step(model)]
     assert test_bits_per_dim(model, config, DataLoader(images, None, 5)) == (bpd, n)
-    assert _eval_step(model).experimental_get_tracing_count() == traced
+    assert [f.experimental_get_tracing_count() for f in _eval_step(model)] == traced
     # batch size does not matter; one image at a time neither
     s1 = scoring.score_images(model, images, batch_size=16)
     np.testing.assert_allclose(s1["nll_nats"], s["nll_nats"], rtol=1e-5)
@@ -571,3 +571,41 @@ def test_score_speed_benchmark_smoke():
     # sub-pixel, in expectation (4 images: a little less is possible, far less is not). The
     # untrained model's own figure depends on its (seeded) initial weights: it is only finite.
     assert 7.5 < r["mean_bits_per_dim"] < float("inf")
+
+
+def test_an_evaluation_pass_normalises_the_weights_once_with_the_same_figures():
+    """Inside ``eval_step.fixed_weights()`` the step runs no weight normalisation (its weights
+    were normalised on entry) and gives the model's own figure; outside, every call reads the
+    weights as they are now."""
+    import collections
+    from pixelcnn_pp.likelihood import discretized_mix_logistic_loss, model_inputs
+    from pixelcnn_pp.optim import Adam
+    from pixelcnn_pp.training import make_steps
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    model, opt, avg = _setup(random_images((4, 8, 8, 3), seed=11), lambda: Adam(1e-3))
+    train_step, eval_step = make_steps(strategy, model, opt, avg, discretized_mix_logistic_loss)
+    x, y = tf.constant(_batch(3)), tf.zeros(4, tf.int32)
+    xf = model_inputs(x)
+    want = float(discretized_mix_logistic_loss(xf, model(xf, training=False)))
+    with eval_step.fixed_weights():
+        inside = [float(eval_step(x, y)) for _ in range(2)]
+        w = eval_step._fixed
+    # (to the round-off of TensorFlow's multi-threaded CPU kernels, which varies run to run)
+    assert inside[0] == pytest.approx(inside[1], rel=1e-6)
+    assert inside[0] == pytest.approx(want, rel=1e-5)
+
+    def ops(graph_def):
+        return collections.Counter([n.op for n in graph_def.node] + [
+            n.op for f in graph_def.library.function for n in f.node_def])
+
+    step_ops = ops(eval_step._step_fn.get_concrete_function(w, x, y).graph.as_graph_def())
+    weight_ops = ops(eval_step._weights_fn.get_concrete_function().graph.as_graph_def())
+    assert step_ops["Conv2D"] and not step_ops["Rsqrt"] and not step_ops["Sqrt"]
+    assert weight_ops["Rsqrt"] and weight_ops["Sqrt"] and not weight_ops["Conv2D"]
+    float(train_step(x, y, tf.constant(1e-3)))                   # the weights change
+    after = float(eval_step(x, y))
+    assert abs(after - inside[0]) > 1e-4 * abs(after)
+    assert after == pytest.approx(float(discretized_mix_logistic_loss(
+        xf, model(xf, training=False))), rel=1e-5)
+    with eval_step.fixed_weights():
+        assert float(eval_step(x, y)) == pytest.approx(after, rel=1e-6)

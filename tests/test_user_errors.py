@@ -161,6 +161,16 @@ def test_a_new_users_mistakes_each_end_in_one_line(trained, tmp_path):
     assert (tmp_path / "f" / "config.json").exists()
 
 
+def test_quick_exit_is_for_the_command_line_only():
+    """``cli.run(..., quick_exit=True)`` called with argv (in process, as here) returns as
+    absl's app.run does; only a command run from the command line ends the process at once
+    (which the commands' subprocess tests above exercise: their output arrives whole)."""
+    ran = []
+    with pytest.raises(SystemExit) as e:
+        cli.run("x.py", lambda argv: ran.append(argv), argv=["x.py"], quick_exit=True)
+    assert e.value.code in (0, None) and ran == [["x.py"]]
+
+
 def test_verbose_shows_the_traceback_and_internal_errors_keep_theirs(tmp_path):
     code, _, err = run_all([("train.py", TINY + ["--batch_size", "0", "--verbose"]
                              + ["--save_dir", str(tmp_path)], {})])[0]

@@ -17,7 +17,7 @@ it starts afresh). A kept function that does not load (damaged, from another Ten
 traced again and written anew; a directory that cannot be written to keeps nothing.
 
 A kept function is a TensorFlow graph that runs when loaded functions are called: keep traces
-only in folders you trust, as you would a program. Each is a few MB (1.7 MB for the full
+only in folders you trust, as you would a program. Each is a few MB (1.6 MB for the full
 model); old ones are not removed (delete the folder to start afresh).
 """
 

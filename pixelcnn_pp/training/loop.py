@@ -187,7 +187,7 @@ def train_epoch(run, stop=None):
 def evaluate(run):
     """Test bits/dim of the whole test split with the Polyak averages, as the original."""
     total, n = 0.0, 0
-    with run.averages.swap():
+    with run.averages.swap(), run.eval_step.fixed_weights():
         for batch in run.distributed(run.test_data):
             total += float(run.eval_step(*batch))
             n += run.global_batch

@@ -1,13 +1,15 @@
 """The compiled training and evaluation steps (one ``tf.function`` each, ``strategy.run``
 over the replicas inside) and the input pipeline that feeds them. Benchmarks time these."""
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
 from pixelcnn_pp.likelihood import model_inputs
 from pixelcnn_pp.scoring import mutate_inputs
 
-__all__ = ["one_hot_labels", "make_steps", "split_batch", "distribute_batches"]
+__all__ = ["one_hot_labels", "make_steps", "EvalStep", "split_batch", "distribute_batches"]
 
 
 def one_hot_labels(y, num_classes):
@@ -30,7 +32,8 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
     with a spatial condition) and the learning rate -> the objective summed over the global
     batch (float32, nats). On every replica: forward with dropout, backward, then the
     optimizer's update (gradients summed over replicas) and the Polyak averages.
-    ``eval_step(x, y, s=None)``: the summed objective with ``training=False``.
+    ``eval_step(x, y, s=None)``: the summed objective with ``training=False``; an EvalStep,
+    whose ``fixed_weights()`` block computes the normalised weights once for a pass.
 
     jit_compile: XLA-compiles each replica's forward and backward pass (and the evaluation
     pass); the optimizer update, which all-reduces across replicas, stays outside XLA.
@@ -58,10 +61,11 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
             scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
         return loss, tape.gradient(scaled, model.trainable_variables)
 
-    def eval_loss(x, y, s=None):
+    def eval_loss(x, y, w, s=None):
         x = model_inputs(x)
-        return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False,
-                                  **spatial_kwarg(s)))
+        with given_weights(model, w):
+            return objective(x, model(x, h=one_hot_labels(y, num_classes), training=False,
+                                      **spatial_kwarg(s)))
 
     if jit_compile:
         loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
@@ -92,11 +96,53 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     @tf.function(autograph=False)
-    def eval_step(x, y, s=None):
-        losses = strategy.run(eval_loss, args=(x, y) if s is None else (x, y, s))
+    def eval_weights():
+        return strategy.run(effective_weights, args=(model,))
+
+    @tf.function(autograph=False)
+    def eval_step(w, x, y, s=None):
+        losses = strategy.run(eval_loss, args=(x, y, w) if s is None else (x, y, w, s))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    return train_step, eval_step
+    return train_step, EvalStep(eval_weights, eval_step)
+
+
+def effective_weights(model):
+    """The model's ``effective_weights()`` (weight-normed layers), or [] for a model without
+    them (the masked PixelCNN baseline)."""
+    return model.effective_weights() if hasattr(model, "effective_weights") else []
+
+
+def given_weights(model, weights):
+    """``model.given_weights(weights)``, or nothing to do for a model without them."""
+    if hasattr(model, "given_weights"):
+        return model.given_weights(weights)
+    return contextlib.nullcontext()
+
+
+class EvalStep:
+    """``eval_step(x, y, s=None)``: the objective summed over the global batch,
+    ``training=False``.
+
+    Inside ``with eval_step.fixed_weights():`` (an evaluation pass: the weights do not change)
+    the weight-normed layers' effective weights are computed once, on entry, and every step
+    uses them; outside, each call computes them first. The values are the same either way;
+    the original normalises the weights again in every step of its test loop."""
+
+    def __init__(self, weights_fn, step_fn):
+        self._weights_fn, self._step_fn, self._fixed = weights_fn, step_fn, None
+
+    @contextlib.contextmanager
+    def fixed_weights(self):
+        self._fixed = self._weights_fn()
+        try:
+            yield self
+        finally:
+            self._fixed = None
+
+    def __call__(self, x, y, s=None):
+        w = self._fixed if self._fixed is not None else self._weights_fn()
+        return self._step_fn(w, x, y) if s is None else self._step_fn(w, x, y, s)
 
 
 def split_batch(batch, with_labels, with_spatial):
