@@ -15,8 +15,8 @@ one step, with the model flags). Each command is then run --rounds times in a fr
                      and the test split's loader); train: training.setup (data, model,
                      optimiser, averages, the steps of training.make_steps) and the
                      data-dependent init
-    checkpoint_read  finding the newest intact checkpoint (every tensor read back), restoring
-                     the weights and averages, the averages put in (train: none)
+    checkpoint_read  finding the newest intact checkpoint (the averages read back) and reading
+                     the averages into the weights (train: none)
     first_call       the first unit of work: tracing + the work
     second_call      the same work again: the work alone
     process_total    the child process's wall time, as its parent sees it; outside the

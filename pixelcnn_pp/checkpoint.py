@@ -12,7 +12,7 @@ Saving (``save_checkpoint``) writes to a temporary name, reads every tensor back
 bundle format keeps a CRC32C per tensor, which reading verifies), only then gives the files
 their real name, updates the state file and deletes checkpoints beyond ``max_to_keep``.
 Loading (``find_intact_checkpoint``, ``load_for_inference``) verifies the
-newest checkpoint the same way, every tensor it will read (inference: the averages only); a
+newest checkpoint the same way, every tensor it will read (inference: the averages, or the raw weights, only); a
 damaged one is renamed ``ckpt-N.damaged.index`` / ``.damaged.data-*`` (kept, never deleted),
 said so, and the newest intact one used.
 """

@@ -89,11 +89,19 @@ def test_other_shapes_get_their_own_trace_and_a_damaged_one_is_traced_again(mode
     assert len(_kept(keeping)) == 3 and one in _kept(keeping)
     # Damage the first: it is traced again, samples the same, and is written anew.
     want = sampling.sample(model, 1, (8, 8, 3), seed=5)
-    with open(keeping / f"{one}.pb", "r+b") as f:
-        f.truncate(os.path.getsize(keeping / f"{one}.pb") // 2)
-    _fresh_samplers(model)
-    np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
-    assert traces.TraceStore(str(keeping)).load(one) is not None
+    path = keeping / f"{one}.pb"
+    for damage in ("cut_short", "overwritten"):    # (zeros in the middle still parse)
+        if damage == "cut_short":
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
+        else:
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2:len(data) // 2 + 16] = bytes(16)
+            path.write_bytes(bytes(data))
+        assert traces.TraceStore(str(keeping)).load(one) is None
+        _fresh_samplers(model)
+        np.testing.assert_array_equal(sampling.sample(model, 1, (8, 8, 3), seed=5), want)
+        assert traces.TraceStore(str(keeping)).load(one) is not None
 
 
 def test_a_write_that_fails_costs_only_speed(model, keeping, monkeypatch):
@@ -190,3 +198,19 @@ def test_keep_traces_refuses_a_directory_it_cannot_make(model, tmp_path):
     with pytest.raises(OSError):
         sampling.keep_traces(model, str(blocker / "traces"))
     assert traces.store_for(model) is None
+
+
+def test_only_stale_temporaries_of_its_own_are_removed(model, tmp_path):
+    """keep_traces removes what writes killed midway left (its hidden temporaries over an
+    hour old), and nothing else of the folder's."""
+    names = [".0123456789abcdef01234567.x1y2", ".0123456789abcdef01234567.new", ".gitkeep",
+             ".cache", "notes.txt"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    old = os.stat(tmp_path / "notes.txt").st_mtime - 7200
+    for n in names:
+        if n != ".0123456789abcdef01234567.new":
+            os.utime(tmp_path / n, (old, old))
+    sampling.keep_traces(model, str(tmp_path))
+    sampling.keep_traces(model, None)
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in names if not n.endswith("x1y2"))

@@ -143,6 +143,11 @@ def test_two_replicas_equal_one_device_with_twice_the_batch(tmp_path):
         assert json.load(open(tmp_path / d / "config.json"))["training"]["polyak_warmup"] is False
     assert_same_weights(checkpoint_values(tmp_path / "one"), checkpoint_values(tmp_path / "two"),
                         atol=2e-6)
+    # The evaluation pass too: each replica normalises its weights once and uses them.
+    rows = [[json.loads(l) for l in open(tmp_path / d / "metrics.jsonl")] for d in ("one", "two")]
+    assert rows[0] and len(rows[0]) == len(rows[1])
+    for a, b in zip(*rows):
+        assert b["test_bpd"] == pytest.approx(a["test_bpd"], rel=1e-5)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

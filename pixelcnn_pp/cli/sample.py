@@ -153,9 +153,16 @@ def _main(argv):
           f"{'x'.join(str(s) for s in shape)}")
 
 
-def main(argv=None):
-    cli.run(cli.command_name("pixelcnn-sample"), _main, argv, quick_exit=True)
+def main(argv=None, quick_exit=False):
+    """The command in this process (argv: sys.argv if None); quick_exit: end the process as
+    soon as its files are written (``cli.run``)."""
+    cli.run(cli.command_name("pixelcnn-sample"), _main, argv, quick_exit=quick_exit)
+
+
+def command():
+    """sample.py and the ``pixelcnn-sample`` console command: ``main``, the process ending at once."""
+    main(quick_exit=True)
 
 
 if __name__ == "__main__":
-    main()
+    command()

@@ -75,9 +75,16 @@ def _main(argv):
     print(json.dumps(result))
 
 
-def main(argv=None):
-    cli.run(cli.command_name("pixelcnn-score"), _main, argv, quick_exit=True)
+def main(argv=None, quick_exit=False):
+    """The command in this process (argv: sys.argv if None); quick_exit: end the process as
+    soon as its files are written (``cli.run``)."""
+    cli.run(cli.command_name("pixelcnn-score"), _main, argv, quick_exit=quick_exit)
+
+
+def command():
+    """score.py and the ``pixelcnn-score`` console command: ``main``, the process ending at once."""
+    main(quick_exit=True)
 
 
 if __name__ == "__main__":
-    main()
+    command()

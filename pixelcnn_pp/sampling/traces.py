@@ -23,6 +23,7 @@ model); old ones are not removed (delete the folder to start afresh).
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,8 @@ __all__ = ["TraceStore", "keep_traces", "store_for", "flat_inputs", "input_key"]
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _source_digest = None
 _STORES = weakref.WeakKeyDictionary()
+# What a write names its temporary file (or, before, folder): "." + the key + "." + a suffix.
+_TEMPORARY = re.compile(r"\.[0-9a-f]{24}\..+")
 
 
 def keep_traces(model, directory):
@@ -60,7 +63,7 @@ def _remove_stale_temporaries(directory, age_seconds=3600):
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         try:
-            if name.startswith(".") and now - os.stat(path).st_mtime > age_seconds:
+            if _TEMPORARY.fullmatch(name) and now - os.stat(path).st_mtime > age_seconds:
                 if os.path.isdir(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
@@ -119,8 +122,8 @@ def input_key(settings, args):
 
 class TraceStore:
     """Traced functions of flat tensor lists, kept as files ``directory/<key>.pb``: the
-    function's graph and every function it calls (a FunctionDefLibrary, the traced function
-    last), renamed after the key. Loading one registers those functions with TensorFlow's
+    sha256 of the rest, then the function's graph and every function it calls (a
+    FunctionDefLibrary, the traced function last), renamed after the key. Loading one registers those functions with TensorFlow's
     runtime and calls the last by name: nothing is rebuilt in Python, which is what makes a
     SavedModel of the same function take seconds to load. ``loaded`` and ``written`` count
     this process's loads and writes."""
@@ -143,7 +146,10 @@ class TraceStore:
     def _load(path, name):
         try:
             with open(path, "rb") as f:
-                library = function_pb2.FunctionDefLibrary.FromString(f.read())
+                digest, data = f.read(32), f.read()
+            if hashlib.sha256(data).digest() != digest:          # damaged or cut short
+                return None
+            library = function_pb2.FunctionDefLibrary.FromString(data)
             if not library.function or library.function[-1].signature.name != name:
                 return None
             ctx = context.context()
@@ -171,9 +177,14 @@ class TraceStore:
             if os.path.exists(path) and self._load(path, _name(key)) is not None:
                 return False
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=self.directory)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)          # as a file the process writes (not mkstemp's 0600)
+            try:
+                f = os.fdopen(fd, "wb")
+            except Exception:
+                os.close(fd)
+                raise
+            with f:
+                f.write(hashlib.sha256(data).digest() + data)
+            os.chmod(tmp, 0o666 & ~_umask())   # as open() would make it (mkstemp's is 0600)
             os.replace(tmp, path)
             tmp = None
             self.written += 1
@@ -186,6 +197,12 @@ class TraceStore:
                     os.remove(tmp)
                 except OSError:
                     pass
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _name(key):
