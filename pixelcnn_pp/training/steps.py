@@ -1,5 +1,6 @@
-"""The compiled training and evaluation steps (one ``tf.function`` each, ``strategy.run``
-over the replicas inside) and the input pipeline that feeds them. Benchmarks time these."""
+"""The compiled training and evaluation steps (``tf.function``s with ``strategy.run`` over the
+replicas inside; evaluation's normalises the weights once per pass in a function of its own)
+and the input pipeline that feeds them. Benchmarks time these."""
 
 import contextlib
 
