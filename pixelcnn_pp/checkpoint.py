@@ -12,9 +12,9 @@ Saving (``save_checkpoint``) writes to a temporary name, reads every tensor back
 bundle format keeps a CRC32C per tensor, which reading verifies), only then gives the files
 their real name, updates the state file and deletes checkpoints beyond ``max_to_keep``.
 Loading (``find_intact_checkpoint``, ``load_for_inference``) verifies the
-newest checkpoint the same way, every tensor it will read (inference: the averages, or the raw weights, only); a
-damaged one is renamed ``ckpt-N.damaged.index`` / ``.damaged.data-*`` (kept, never deleted),
-said so, and the newest intact one used.
+newest checkpoint the same way, every tensor it will read (inference: the averages, or the
+raw weights, only); a damaged one is renamed ``ckpt-N.damaged.index`` / ``.damaged.data-*``
+(kept, never deleted), said so, and the newest intact one used.
 """
 
 import json
@@ -338,6 +338,7 @@ def build_model(config, seed=None, fast_ops=False, restoring=False):
     for layer in layers:
         layer.v_initializer = "zeros"
         layer.creating_only = True
+    if layers:
         H = W = 1
     kw = {}
     if config.model == "pixelcnn_pp" and config.num_classes:
@@ -379,7 +380,8 @@ def load_for_inference(save_dir=None, tf1_checkpoint=None, model_config=None,
         return model, model_config
     _check_save_dir(save_dir)
     config, _ = read_config(save_dir)
-    path = find_intact_checkpoint(save_dir, warn=warn, only=INFERENCE_TENSORS[bool(use_averages)])
+    path = find_intact_checkpoint(save_dir, warn=warn,
+                                  only=INFERENCE_TENSORS[bool(use_averages)])
     if path is None:
         where = os.path.join(save_dir, CKPT_SUBDIR)
         raise NoCheckpointError(
@@ -406,7 +408,8 @@ def restore_weights(model, path, use_averages=True):
     reader = tf.train.load_checkpoint(path)
     shapes = {n: s for n, s in reader.get_variable_to_shape_map().items()
               if n.startswith(INFERENCE_TENSORS[True])}
-    names = [f"{INFERENCE_TENSORS[True]}{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(len(variables))]
+    names = [f"{INFERENCE_TENSORS[True]}{i}/.ATTRIBUTES/VARIABLE_VALUE"
+             for i in range(len(variables))]
     if len(shapes) != len(variables) or any(
             tuple(shapes.get(n, ())) != tuple(v.shape) for n, v in zip(names, variables)):
         raise CheckpointError(

@@ -128,8 +128,13 @@ class _WeightNorm(keras.layers.Layer):
         layer's per-output scale."""
         raise NotImplementedError
 
-    def _normalize(self, V, g, axes, g_shape):
-        if self.creating_only:       # the output is not used: only its shape
+    def _normalized(self, axes, g_shape):
+        """The effective kernel: the given one (``given``), V itself in a weight-creating call
+        (``creating_only``: only its shape is used), else g V / ||V|| over ``axes``."""
+        if self.given is not None:
+            return self.given
+        V, g = self._vg()
+        if self.creating_only:
             return V
         return weight_normalize(V, g, axes, g_shape, self.fast_ops)
 
@@ -156,9 +161,6 @@ class _WNConvBase(_WeightNorm):
     """Filter size, stride and padding of the (transposed) convolutions; ``fast_ops``: the
     kernel's gradient by ``fast_ops.weight_normalize``."""
 
-    def effective(self):
-        return self.kernel()
-
     def __init__(self, num_filters, filter_size=(3, 3), stride=(1, 1), padding="SAME",
                  init_scale=1.0, fast_ops=False, **kwargs):
         super().__init__(num_filters, init_scale, **kwargs)
@@ -166,6 +168,9 @@ class _WNConvBase(_WeightNorm):
         self.stride = tuple(stride)
         self.padding = padding
         self.fast_ops = bool(fast_ops)
+
+    def effective(self):
+        return self.kernel()
 
 
 class WNConv2D(_WNConvBase):
@@ -176,10 +181,7 @@ class WNConv2D(_WNConvBase):
 
     def kernel(self):
         """The effective (weight-normalised) kernel, (fh, fw, Cin, F), float32."""
-        if self.given is not None:
-            return self.given
-        V, g = self._vg()
-        return self._normalize(V, g, (0, 1, 2), [1, 1, 1, self.num_filters])
+        return self._normalized((0, 1, 2), [1, 1, 1, self.num_filters])
 
     def _apply(self, x):
         y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
@@ -194,10 +196,7 @@ class WNDeconv2D(_WNConvBase):
 
     def kernel(self):
         """The effective kernel, (fh, fw, F, Cin), float32."""
-        if self.given is not None:
-            return self.given
-        V, g = self._vg()
-        return self._normalize(V, g, (0, 1, 3), [1, 1, self.num_filters, 1])
+        return self._normalized((0, 1, 3), [1, 1, self.num_filters, 1])
 
     def output_hw(self, h, w):
         sh, sw = self.stride

@@ -43,7 +43,8 @@ def main(argv=None, quick_exit=False):
 
 
 def command():
-    """eval.py and the ``pixelcnn-eval`` console command: ``main``, the process ending at once."""
+    """eval.py and the ``pixelcnn-eval`` console command: ``main``, the process ending at
+    once."""
     main(quick_exit=True)
 
 

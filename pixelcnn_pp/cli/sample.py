@@ -160,7 +160,8 @@ def main(argv=None, quick_exit=False):
 
 
 def command():
-    """sample.py and the ``pixelcnn-sample`` console command: ``main``, the process ending at once."""
+    """sample.py and the ``pixelcnn-sample`` console command: ``main``, the process ending at
+    once."""
     main(quick_exit=True)
 
 

@@ -82,7 +82,8 @@ def main(argv=None, quick_exit=False):
 
 
 def command():
-    """score.py and the ``pixelcnn-score`` console command: ``main``, the process ending at once."""
+    """score.py and the ``pixelcnn-score`` console command: ``main``, the process ending at
+    once."""
     main(quick_exit=True)
 
 

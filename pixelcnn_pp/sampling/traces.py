@@ -123,9 +123,10 @@ def input_key(settings, args):
 class TraceStore:
     """Traced functions of flat tensor lists, kept as files ``directory/<key>.pb``: the
     sha256 of the rest, then the function's graph and every function it calls (a
-    FunctionDefLibrary, the traced function last), renamed after the key. Loading one registers those functions with TensorFlow's
-    runtime and calls the last by name: nothing is rebuilt in Python, which is what makes a
-    SavedModel of the same function take seconds to load. ``loaded`` and ``written`` count
+    FunctionDefLibrary, the traced function last), renamed after the key. Loading one
+    registers those functions with TensorFlow's runtime and calls the last by name: nothing
+    is rebuilt in Python, which is what makes a SavedModel of the same function take seconds
+    to load. ``loaded`` and ``written`` count
     this process's loads and writes."""
 
     def __init__(self, directory):
