@@ -65,14 +65,22 @@ def dropout(x, rate, seed, fast_ops=False):
     return tf.where(keep, x * scale, tf.zeros([], x.dtype))
 
 
+def _crop(x, rows, cols):
+    """x[:, rows[0]:rows[1], cols[0]:cols[1]] (static bounds) as a Slice op: the same values
+    as the strided slice, and its gradient is one Pad instead of a StridedSliceGrad."""
+    return tf.slice(x, [0, rows[0], cols[0], 0], [-1, rows[1] - rows[0], cols[1] - cols[0], -1])
+
+
 def down_shift(x):
     """(B, H, W, C): drop the last row and prepend a row of zeros."""
-    return tf.pad(x[:, :-1], [[0, 0], [1, 0], [0, 0], [0, 0]])
+    H, W = x.shape[1:3]
+    return tf.pad(_crop(x, (0, H - 1), (0, W)), [[0, 0], [1, 0], [0, 0], [0, 0]])
 
 
 def right_shift(x):
     """(B, H, W, C): drop the last column and prepend a column of zeros."""
-    return tf.pad(x[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
+    H, W = x.shape[1:3]
+    return tf.pad(_crop(x, (0, H), (0, W - 1)), [[0, 0], [0, 0], [1, 0], [0, 0]])
 
 
 class _WeightNorm(keras.layers.Layer):
@@ -284,7 +292,7 @@ class DownShiftedDeconv2D(WNDeconv2D):
     def _crop(self, y):
         fh, fw = self.filter_size
         c = (fw - 1) // 2
-        return y[:, :y.shape[1] - fh + 1, c:y.shape[2] - c]
+        return _crop(y, (0, y.shape[1] - fh + 1), (c, y.shape[2] - c))
 
 
 class DownRightShiftedDeconv2D(WNDeconv2D):
@@ -298,7 +306,7 @@ class DownRightShiftedDeconv2D(WNDeconv2D):
 
     def _crop(self, y):
         fh, fw = self.filter_size
-        return y[:, :y.shape[1] - fh + 1, :y.shape[2] - fw + 1]
+        return _crop(y, (0, y.shape[1] - fh + 1), (0, y.shape[2] - fw + 1))
 
 
 def gate(x, c2):
