@@ -12,6 +12,7 @@ here                      instead of                                       used 
 ``dropout_keep``          a float uniform per element, compared with rate  ``layers.dropout``
 ``weight_normalize``      the automatic gradient of g * l2_normalize(V)    ``layers`` (kernels)
 ``fused(gate)``           x + a * sigmoid(b) as four ops (evaluation)      ``GatedResnet``
+``nin.apply_parts``       nin(nl(concat([u, ul]))) on the concatenation    ``GatedResnet``
 ``fused(adam_step)``,     chains of ~10 and 3 elementwise ops per weight   ``optim.Adam``,
 ``fused(ema_step)``                                                        ``PolyakAverage``
 ``freeze_gc``             (the garbage collector walking traced graphs)    the training loop
@@ -20,7 +21,8 @@ here                      instead of                                       used 
 
 Each computes the same formula (``tests/test_fast_ops.py`` holds every one to its plain
 version); the differences are float32 round-off (XLA's fused kernels, a hand-written
-gradient) and, for dropout, which random numbers make the mask (the keep probability is
+gradient, a matrix product summed in two parts: ``NetworkInNetwork.apply_parts`` in
+``layers.py``) and, for dropout, which random numbers make the mask (the keep probability is
 exactly the same). Their measured effects are in docs/PERFORMANCE.md.
 
 Every default is False: a model, optimiser or average built without asking computes the
