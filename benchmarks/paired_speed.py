@@ -3,6 +3,7 @@
     python benchmarks/paired_speed.py --revs HEAD~1,HEAD             # full model, batch 16
     python benchmarks/paired_speed.py --revs v1,HEAD,WORKTREE --rounds 10
     python benchmarks/paired_speed.py --revs HEAD,WORKTREE --smoke   # seconds: a tiny model
+    python benchmarks/paired_speed.py --revs HEAD,HEAD:plain          # fast_ops on and off
 
 On a shared machine the speed drifts by ±10% within minutes, so separate benchmark runs cannot
 resolve differences of a few percent. This script loads each version (a git revision of this
@@ -35,7 +36,8 @@ PACKAGE = "pixelcnn_pp"
 
 F = flags.FLAGS
 flags.DEFINE_list("revs", ["HEAD", "WORKTREE"], "Versions to compare: git revisions of this "
-                  "repository, or WORKTREE (the files as they are); the first is the reference")
+                  "repository, or WORKTREE (the files as they are); the first is the reference; "
+                  "REV:plain builds REV with its fast_ops off")
 flags.DEFINE_integer("rounds", 8, "Timed rounds (one training and one evaluation step of "
                      "every version each)")
 define_model_flags()
@@ -95,7 +97,10 @@ def main(argv):
     lr = tf.constant(1e-3, tf.float32)
     steps, warmup = [], []
     try:
-        for i, rev in enumerate(F.revs):
+        for i, spec in enumerate(F.revs):
+            rev, _, variant = spec.partition(":")
+            if variant not in ("", "plain"):
+                raise SystemExit(f"--revs: {spec!r}: the only variant is REV:plain")
             name = _copy_version(rev, dest, i)
             pkg = importlib.import_module(name)
             training = importlib.import_module(f"{name}.training")
@@ -103,15 +108,16 @@ def main(argv):
             likelihood = importlib.import_module(f"{name}.likelihood")
             # As train.py runs: the fast_ops choices on (a version whose objects take them
             # at construction, or one whose make_steps turns its process-wide switch on).
-            fast = _takes(pkg.PixelCNNPP, fast_ops=True)
+            on = variant != "plain"
+            fast = _takes(pkg.PixelCNNPP, fast_ops=on)
             model = pkg.PixelCNNPP(F.nr_resnet, F.nr_filters, F.nr_logistic_mix,
                                    dropout_p=0.5, seed=0, **fast)
             scale = getattr(likelihood, "scale_images", None) or training.scale_images
             model.initialize(scale(pool[0]))
-            optimizer = optim.Adam(learning_rate=1e-3, **_takes(optim.Adam, fused=True))
+            optimizer = optim.Adam(learning_rate=1e-3, **_takes(optim.Adam, fused=on))
             optimizer.build(model.trainable_variables)
             averages = optim.PolyakAverage(model.trainable_variables,
-                                           **_takes(optim.PolyakAverage, fused=True))
+                                           **_takes(optim.PolyakAverage, fused=on))
             train_step, eval_step = training.make_steps(
                 tf.distribute.get_strategy(), model, optimizer, averages,
                 likelihood.discretized_mix_logistic_loss, None)
@@ -121,7 +127,7 @@ def main(argv):
             float(eval_step(pool[0], labels))
             warmup.append(round(time.perf_counter() - t, 2))
             steps.append((train_step, eval_step))
-            print(f"{rev}: built and warmed up in {warmup[-1]} s", file=sys.stderr, flush=True)
+            print(f"{spec}: built and warmed up in {warmup[-1]} s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     gc.collect()

@@ -24,7 +24,7 @@ from pixelcnn_pp import fast_ops as fast
 from pixelcnn_pp.errors import InvalidInputError
 
 __all__ = [
-    "concat_elu", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
+    "concat_elu", "concat_rows", "dropout", "down_shift", "right_shift", "NONLINEARITIES",
     "WNConv2D", "WNDeconv2D", "WNDense", "NetworkInNetwork",
     "DownShiftedConv2D", "DownRightShiftedConv2D",
     "DownShiftedDeconv2D", "DownRightShiftedDeconv2D", "GatedResnet", "gate",
@@ -38,6 +38,22 @@ def concat_elu(x):
 
 
 NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}
+
+
+def concat_rows(nonlinearity, widths):
+    """Where each part of a concatenation lands in nl(concat(parts)) along channels, for parts
+    of the given ``widths``: per part, a list of (start, end) channel ranges. concat_elu
+    makes [parts..., -parts...]: two ranges per part; the elementwise ones keep each part's
+    place. A nin on nl(concat(parts)) meets part i with these rows of its V."""
+    if nonlinearity not in NONLINEARITIES:
+        raise InvalidInputError(f"unknown nonlinearity {nonlinearity!r}; "
+                                f"one of {sorted(NONLINEARITIES)}")
+    total, rows, o = sum(widths), [], 0
+    for w in widths:
+        rows.append([(o, o + w), (total + o, total + o + w)]
+                    if nonlinearity == "concat_elu" else [(o, o + w)])
+        o += w
+    return rows
 
 
 def dropout(x, rate, seed, fast_ops=False):
@@ -74,13 +90,15 @@ def _crop(x, rows, cols):
 def down_shift(x):
     """(B, H, W, C): drop the last row and prepend a row of zeros."""
     H, W = x.shape[1:3]
-    return tf.pad(_crop(x, (0, H - 1), (0, W)), [[0, 0], [1, 0], [0, 0], [0, 0]])
+    x = x[:, :-1] if H is None or W is None else _crop(x, (0, H - 1), (0, W))
+    return tf.pad(x, [[0, 0], [1, 0], [0, 0], [0, 0]])
 
 
 def right_shift(x):
     """(B, H, W, C): drop the last column and prepend a column of zeros."""
     H, W = x.shape[1:3]
-    return tf.pad(_crop(x, (0, H), (0, W - 1)), [[0, 0], [0, 0], [1, 0], [0, 0]])
+    x = x[:, :, :-1] if H is None or W is None else _crop(x, (0, H), (0, W - 1))
+    return tf.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])
 
 
 class _WeightNorm(keras.layers.Layer):
@@ -236,18 +254,27 @@ class WNDense(_WeightNorm):
         return g / tf.sqrt(tf.reduce_sum(tf.square(V), [0]))
 
     def _apply(self, x):
+        return self._scale_bias(tf.matmul(x, self._v()))
+
+    def _v(self):
+        return self._cast(tf.convert_to_tensor(self.V, self.variable_dtype))
+
+    def _scale_bias(self, xv):
+        """The layer's output from the product x V: times g / ||V||, plus b."""
         scaler = self.effective()
-        y = tf.matmul(x, self._cast(tf.convert_to_tensor(self.V, self.variable_dtype)))
-        return self._cast(tf.reshape(scaler, [1, -1])) * y + self._cast(tf.reshape(self.b, [1, -1]))
+        return (self._cast(tf.reshape(scaler, [1, -1])) * xv
+                + self._cast(tf.reshape(self.b, [1, -1])))
 
 
 class NetworkInNetwork(WNDense):
     """nin: a 1x1 convolution as a weight-normed dense layer on (..., Cin) -> (..., F)."""
 
     def _apply(self, x):
-        shape = tf.shape(x)
-        y = super()._apply(tf.reshape(x, [-1, x.shape[-1]]))
-        return tf.reshape(y, tf.concat([shape[:-1], [self.num_filters]], 0))
+        return self._unflatten(super()._apply(tf.reshape(x, [-1, x.shape[-1]])), x)
+
+    def _unflatten(self, y, x):
+        """(N, F) back to x's leading shape: (..., F)."""
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [self.num_filters]], 0))
 
     def call(self, x, rows=None):
         """x: (..., Cin); or, with ``rows``, a list of parts (see ``apply_parts``)."""
@@ -255,21 +282,22 @@ class NetworkInNetwork(WNDense):
 
     def apply_parts(self, parts, rows):
         """The layer on the concatenation of ``parts`` along channels, without making it:
-        part i meets the rows of V listed in rows[i], a list of (start, end) ranges, by
-        its own matrix product; the products are summed. The same formula as on the
-        concatenation, summed in another order (float32 round-off). Call it as
-        ``layer(parts, rows=rows)`` (weights read in the layer's own dtype scope), on a
-        built layer, outside the data-dependent init."""
-        V = self._cast(tf.convert_to_tensor(self.V, self.variable_dtype))
-        y = None
-        for x, ranges in zip(parts, rows):
-            Vi = tf.concat([V[a:b] for a, b in ranges], 0)
+        part i meets the rows of V listed in rows[i], a list of (start, end) ranges that
+        together tile V's rows (``concat_rows``), by its own matrix product; the products
+        are summed. The same formula as on the concatenation, summed in another order
+        (round-off of the compute dtype). Call it as ``layer(parts, rows=rows)`` (weights
+        read in the layer's own dtype scope), on a built layer, outside the data-dependent
+        init."""
+        ranges = sorted(r for part_rows in rows for r in part_rows)
+        # One Split (its gradient one Concat) rather than a strided slice per range.
+        pieces = dict(zip(ranges, tf.split(self._v(), [b - a for a, b in ranges], 0)))
+        xv = None
+        for x, part_rows in zip(parts, rows):
+            Vi = tf.concat([pieces[r] for r in part_rows], 0) if len(part_rows) > 1 \
+                else pieces[part_rows[0]]
             t = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), Vi)
-            y = t if y is None else y + t
-        scaler = self.effective()
-        y = self._cast(tf.reshape(scaler, [1, -1])) * y + self._cast(tf.reshape(self.b, [1, -1]))
-        shape = tf.shape(parts[0])
-        return tf.reshape(y, tf.concat([shape[:-1], [self.num_filters]], 0))
+            xv = t if xv is None else xv + t
+        return self._unflatten(self._scale_bias(xv), parts[0])
 
 
 class DownShiftedConv2D(WNConv2D):
@@ -381,21 +409,16 @@ class GatedResnet(keras.layers.Layer):
 
     def _a_rows(self, a_parts):
         """Per part of a: the rows of nin_a's V that nl(concat(a_parts)) puts it in front of."""
-        widths = [int(p.shape[-1]) for p in a_parts]
-        total, rows, o = sum(widths), [], 0
-        for w in widths:
-            rows.append([(o, o + w), (total + o, total + o + w)]
-                        if self.nonlinearity_name == "concat_elu" else [(o, o + w)])
-            o += w
-        return rows
+        return concat_rows(self.nonlinearity_name, [int(p.shape[-1]) for p in a_parts])
 
     def dropout_seed(self):
         """The (2,) stateless seed of one dropout mask, drawn from the model's generator."""
         return self.seed_generator.make_seeds(1)[:, 0]
 
     def call(self, x, a=None, h=None, training=False, recompute=False, s=None, valid=None):
-        """x: the stream's input; a: the short-cut input, or a list of them (concatenated along
-        channels here, as the original's ``tf.concat([u, ul], 3)`` at its call site); h: the
+        """x: the stream's input; a: the short-cut input, or a list of them (the block sees
+        their concatenation along channels, as the original's ``tf.concat([u, ul], 3)`` at its
+        call site; with ``fast_ops`` it is not made, see ``_block``); h: the
         (B, D) global condition, or None; s: the (B, H, W, Ds) spatial condition features, or
         None; valid: (1, H, W, 1) 1 at the image's positions and 0 at padding (images whose
         sides are not multiples of 4), or None: every activation that reaches a convolution

@@ -136,8 +136,14 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
 
 def test_shifts():
     x = tf.reshape(tf.range(1, 7, dtype=tf.float32), (1, 2, 3, 1))
-    np.testing.assert_array_equal(L.down_shift(x).numpy()[0, :, :, 0], [[0, 0, 0], [1, 2, 3]])
-    np.testing.assert_array_equal(L.right_shift(x).numpy()[0, :, :, 0], [[0, 1, 2], [0, 4, 5]])
+    down, right = [[0, 0, 0], [1, 2, 3]], [[0, 1, 2], [0, 4, 5]]
+    np.testing.assert_array_equal(L.down_shift(x).numpy()[0, :, :, 0], down)
+    np.testing.assert_array_equal(L.right_shift(x).numpy()[0, :, :, 0], right)
+    # The same where H and W are known only when the function runs.
+    spec = tf.TensorSpec((None, None, None, 1), tf.float32)
+    for shift, want in ((L.down_shift, down), (L.right_shift, right)):
+        traced = tf.function(shift, input_signature=[spec])
+        np.testing.assert_array_equal(traced(x).numpy()[0, :, :, 0], want)
 
 
 def test_checkpoints_name_the_weights_by_the_layout(tmp_path):

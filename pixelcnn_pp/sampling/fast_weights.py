@@ -15,6 +15,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 import tensorflow as tf
 
+from pixelcnn_pp.layers import concat_rows
+
 __all__ = ["Dense", "Conv", "ULConv", "Block", "ULInit", "StridedULConv", "Head", "Level",
            "Weights", "read_weights", "dense"]
 
@@ -138,12 +140,10 @@ def dense(x, wb):
 
 
 def _concat_rows(nl_name, F):
-    """Rows of a nin weight on nl(concat([u, ul])) that multiply nl(u) and nl(ul)."""
-    r = np.arange
-    if nl_name == "concat_elu":   # nl(concat([u, ul])) = elu([u, ul, -u, -ul])
-        return np.concatenate([r(0, F), r(2 * F, 3 * F)]), np.concatenate([r(F, 2 * F),
-                                                                           r(3 * F, 4 * F)])
-    return r(0, F), r(F, 2 * F)
+    """Rows of a nin weight on nl(concat([u, ul])) that multiply nl(u) and nl(ul), as index
+    arrays (``layers.concat_rows``' ranges)."""
+    return [np.concatenate([np.arange(a, b) for a, b in ranges])
+            for ranges in concat_rows(nl_name, [F, F])]
 
 
 def read_weights(model, h, dtype, conds=None):
