@@ -17,6 +17,7 @@ here                      instead of                                       used 
 ``fused(ema_step)``                                                        ``PolyakAverage``
 ``freeze_gc``             (the garbage collector walking traced graphs)    the training loop
 ``skip_graph_optimizer``  (grappler's rewrites of every traced function)   sample.py
+``reuse_freed_buffers``   (tf.data's generator turning glibc's reuse off)  the input pipeline
 ========================  ===============================================  ===================
 
 Each computes the same formula (``tests/test_fast_ops.py`` holds every one to its plain
@@ -31,12 +32,15 @@ original's plain ops. Training asks for them (``TrainConfig.fast_ops``, ``train.
 ``--nofast_ops`` runs the original's ops only.
 """
 
+import ctypes
 import functools
 import gc
+import os
 
 import tensorflow as tf
 
-__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc", "skip_graph_optimizer"]
+__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc", "skip_graph_optimizer",
+           "reuse_freed_buffers"]
 
 
 # ---------------------------------------------------------------------------- dropout
@@ -124,3 +128,35 @@ def skip_graph_optimizer():
     (docs/PERFORMANCE.md). It is kept for training and evaluation, whose steps it speeds up
     a little."""
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+# ---------------------------------------------------------------------------- C allocator
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # mallopt's parameter numbers (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 << 20                    # glibc's ceiling on 64-bit systems
+
+
+def reuse_freed_buffers():
+    """Let the C allocator (glibc) reuse freed tensor buffers again, after tf.data's generator
+    dataset told it not to. Returns True where it was set (glibc), False elsewhere.
+
+    Making a ``tf.data.Dataset.from_generator`` under Python 3.11 makes TensorFlow set
+    glibc's ``M_MMAP_THRESHOLD`` to 128 KiB, which also turns glibc's adaptive threshold off:
+    from then on every buffer above 128 KiB, nearly every activation, is mapped afresh from
+    the kernel and unmapped when freed, so each step page-faults its whole working set again
+    (a 64-filter training step: about a million page faults and 1.6 s of system time per step
+    on a 2-core AMD EPYC). This sets the values glibc's own adaptive rule reaches, a 32 MiB
+    mmap threshold and twice that as the trim threshold, so freed buffers are reused.
+    Process-wide: the pipeline of ``training.distribute_batches`` calls it whenever it has
+    made an iterator (which runs the generator op that changed the setting)."""
+    if not hasattr(os, "confstr") or "glibc" not in (_confstr("CS_GNU_LIBC_VERSION") or ""):
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+                and libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX))
+
+
+def _confstr(name):
+    try:
+        return os.confstr(name)
+    except (ValueError, OSError):
+        return None

@@ -7,6 +7,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from pixelcnn_pp.fast_ops import reuse_freed_buffers
 from pixelcnn_pp.likelihood import model_inputs
 from pixelcnn_pp.scoring import mutate_inputs
 
@@ -160,7 +161,8 @@ def distribute_batches(strategy, batches, image_shape, global_batch, with_labels
     """numpy batches (as ``split_batch`` reads them) -> a prefetched distributed tf.data
     pipeline of (x, int32 y) or, with ``spatial_shape`` (Hs, Ws, D), (x, y, float32 s), split
     across the replicas: x uint8 images (H, W, C) or int32 code maps (H, W) by
-    ``image_shape``; y zeros without labels."""
+    ``image_shape``; y zeros without labels. An iterable: each ``iter()`` starts a pass
+    (the distributed dataset itself is its ``dataset``)."""
     codes = len(image_shape) == 2
 
     def gen():
@@ -176,4 +178,19 @@ def distribute_batches(strategy, batches, image_shape, global_batch, with_labels
     if spatial_shape is not None:
         signature += (tf.TensorSpec((global_batch,) + tuple(spatial_shape), tf.float32),)
     ds = tf.data.Dataset.from_generator(gen, output_signature=signature).prefetch(2)
-    return strategy.experimental_distribute_dataset(ds)
+    return _ReusingBuffers(strategy.experimental_distribute_dataset(ds))
+
+
+class _ReusingBuffers:
+    """A distributed dataset whose iterators switch glibc's reuse of large freed buffers back
+    on once made: making one runs tf.data's generator op, which switches it off (under
+    Python 3.11), and every step would page-fault its activations afresh
+    (``fast_ops.reuse_freed_buffers``)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        it = iter(self.dataset)
+        reuse_freed_buffers()
+        return it
