@@ -443,7 +443,8 @@ class GatedResnet(keras.layers.Layer):
             # Deviation (fast_ops): nl(concat(a_parts)) is nl of each part, its channels
             # rearranged, and the graph mostly holds each nl(part) already (the down pass's u and
             # the up pass's ul are the x of other blocks too): the nin multiplies each by its
-            # rows of V and sums (float32 round-off) instead of making the concatenation.
+            # rows of V and sums (round-off of the compute dtype) instead of making the
+            # concatenation.
             c1 = c1 + self.nin_a([nl(p) for p in a_parts], rows=self._a_rows(a_parts))
         elif a_parts:
             a = tf.concat(a_parts, axis=-1) if len(a_parts) > 1 else a_parts[0]

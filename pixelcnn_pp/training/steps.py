@@ -42,9 +42,9 @@ def make_steps(strategy, model, optimizer, averages, objective, num_classes=None
 
     input_mutation_rate: training images (or code maps) are ``mutate_inputs``-ed with this
     rate, afresh every step, seeded by (mutation_seed, the optimizer's step, the replica), so a
-    resumed run sees the same mutations; evaluation is not mutated. l2_weight: W x the sum of squared trainable
-    weights is added to the summed objective that is differentiated (the returned loss is the
-    objective alone). Both 0: the plain steps.
+    resumed run sees the same mutations; evaluation is not mutated. l2_weight: W x the sum of
+    squared trainable weights is added to the summed objective that is differentiated (the
+    returned loss is the objective alone). Both 0: the plain steps.
 
     Speed choices (pixelcnn_pp/fast_ops.py) are the model's, the optimizer's and the
     averages' own, made when they were built.
