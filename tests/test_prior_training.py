@@ -74,7 +74,9 @@ def test_two_replicas_of_a_conditional_prior_equal_one_device(codes_file, tmp_pa
               "--nr_filters", "8", "--init_batch_size", "8", "--num_samples", "0", "--quiet",
               "--dropout_p", "0", "--max_steps", "4", "--nopolyak_warmup",
               "--class_conditional", "--spatial_conditioning"]
-    run_train(*common, "--nr_gpu", "1", "--batch_size", "8", "--save_dir", str(tmp_path / "one"))
+    # (one device in this process; two replicas in a process of their own)
+    train(prior_cfg(codes_file, tmp_path / "one", max_steps=4, polyak_warmup=False,
+                    learning_rate=0.001))
     run_train(*common, "--nr_gpu", "2", "--batch_size", "4", "--save_dir", str(tmp_path / "two"))
     assert_same_weights(checkpoint_values(tmp_path / "one"), checkpoint_values(tmp_path / "two"),
                         atol=2e-6)
