@@ -45,6 +45,14 @@ def test_the_wheel_installs_one_top_level_package_with_its_data(wheel):
         assert f"{command} = pixelcnn_pp.cli." in entry_points
 
 
+def test_the_wheel_keeps_ml_dtypes_below_0_7(wheel):
+    # ml_dtypes 0.7.0 adds ~1 s to every command's start (docs/PERFORMANCE.md)
+    z = zipfile.ZipFile(wheel)
+    metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA")))
+    requires = [l for l in metadata.decode().splitlines() if l.startswith("Requires-Dist:")]
+    assert "Requires-Dist: ml-dtypes<0.7" in requires, requires   # the name normalised
+
+
 def test_the_installed_commands_run(wheel, tmp_path):
     target = tmp_path / "site"
     p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
