@@ -46,7 +46,7 @@ def joint_probabilities(params):
     return out
 
 
-@pytest.mark.parametrize("M,seed", [(1, 0), (3, 1), (5, 2)])
+@pytest.mark.parametrize("M,seed", [(1, 0), (5, 2)])   # one component, and several
 def test_the_joint_over_all_256_cubed_values_sums_to_one(M, seed):
     p = joint_probabilities(random_params(M, seed))
     assert p.sum() == pytest.approx(1.0, abs=2e-4)
