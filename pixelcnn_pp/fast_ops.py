@@ -6,19 +6,20 @@ a CPU. Whether an object uses them is decided once, when it is built: ``PixelCNN
 fast_ops=True)`` (which passes it to its weight-normed layers, gated resnets and dropout),
 ``optim.Adam(..., fused=True)``, ``optim.PolyakAverage(..., fused=True)``:
 
-========================  ===============================================  ===================
-here                      instead of                                       used by
-========================  ===============================================  ===================
-``dropout_keep``          a float uniform per element, compared with rate  ``layers.dropout``
-``weight_normalize``      the automatic gradient of g * l2_normalize(V)    ``layers`` (kernels)
-``fused(gate)``           x + a * sigmoid(b) as four ops (evaluation)      ``GatedResnet``
-``nin.apply_parts``       nin(nl(concat([u, ul]))) on the concatenation    ``GatedResnet``
-``fused(adam_step)``,     chains of ~10 and 3 elementwise ops per weight   ``optim.Adam``,
-``fused(ema_step)``                                                        ``PolyakAverage``
-``freeze_gc``             (the garbage collector walking traced graphs)    the training loop
-``skip_graph_optimizer``  (grappler's rewrites of every traced function)   sample.py
-``reuse_freed_buffers``   (tf.data's generator turning glibc's reuse off)  the input pipeline
-========================  ===============================================  ===================
+===========================  ===============================================  ===================
+here                         instead of                                       used by
+===========================  ===============================================  ===================
+``dropout_keep``             a float uniform per element, compared with rate  ``layers.dropout``
+``weight_normalize``         the automatic gradient of g * l2_normalize(V)    ``layers`` (kernels)
+``fused(gate)``              x + a * sigmoid(b) as four ops (evaluation)      ``GatedResnet``
+``nin.apply_parts``          nin(nl(concat([u, ul]))) on the concatenation    ``GatedResnet``
+``pads_inside_convolution``  a Pad op before each shifted convolution         ``layers`` (convs)
+``fused(adam_step)``,        chains of ~10 and 3 elementwise ops per weight   ``optim.Adam``,
+``fused(ema_step)``                                                           ``PolyakAverage``
+``freeze_gc``                (the garbage collector walking traced graphs)    the training loop
+``skip_graph_optimizer``     (grappler's rewrites of every traced function)   sample.py
+``reuse_freed_buffers``      (tf.data's generator turning glibc's reuse off)  the input pipeline
+===========================  ===============================================  ===================
 
 Each computes the same formula (``tests/test_fast_ops.py`` holds every one to its plain
 version); the differences are float32 round-off (XLA's fused kernels, a hand-written
@@ -39,7 +40,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["dropout_keep", "weight_normalize", "fused", "freeze_gc", "skip_graph_optimizer",
+__all__ = ["dropout_keep", "weight_normalize", "pads_inside_convolution", "fused", "freeze_gc", "skip_graph_optimizer",
            "reuse_freed_buffers"]
 
 
@@ -97,6 +98,23 @@ def weight_normalize(V, g, axes, g_shape):
         return g_b * tf.nn.l2_normalize(V, axes), grad
 
     return wn(V, g)
+
+
+# ---------------------------------------------------------------------------- padding
+@functools.lru_cache(maxsize=None)
+def pads_inside_convolution():
+    """Whether the shifted convolutions should add their zero padding themselves (a Conv2D
+    with explicit padding) rather than after a Pad op: where TensorFlow runs its own (Eigen)
+    convolutions, i.e. with oneDNN off, as it is by default on CPUs without AVX-512 or AMX.
+    There it saves the padded copy of every input, the same values bit for bit, and both the
+    convolution and its gradients are faster. oneDNN already fuses the Pad into its
+    convolution, and its backward pass is slower with explicit padding: False there
+    (docs/PERFORMANCE.md). Decided once per process, as TensorFlow decides oneDNN."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return not _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):   # a TensorFlow that does not say: the Pad op
+        return False
 
 
 # ---------------------------------------------------------------------------- XLA fusion

@@ -210,8 +210,22 @@ class WNConv2D(_WNConvBase):
         return self._normalized((0, 1, 2), [1, 1, 1, self.num_filters])
 
     def _apply(self, x):
-        y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), self.padding)
+        return self._conv(x, self.padding)
+
+    def _conv(self, x, padding):
+        """padding: "SAME", "VALID", or explicit [[0, 0], [top, bottom], [left, right], [0, 0]]
+        (zeros around x that the convolution adds itself)."""
+        y = tf.nn.conv2d(x, self._cast(self.kernel()), (1,) + self.stride + (1,), padding)
         return tf.nn.bias_add(y, self._cast(self.b))
+
+    def _apply_padded(self, x, pads):
+        """The VALID convolution of x padded with zeros by ``pads`` ([[0, 0], [top, bottom],
+        [left, right], [0, 0]]): a Pad op, then the convolution, as the original."""
+        if self.fast_ops and fast.pads_inside_convolution():
+            # fast_ops: the convolution adds the zeros itself, no padded copy of x: the same
+            # output bit for bit, the kernel's gradient summed in another order (round-off).
+            return self._conv(x, pads)
+        return self._conv(tf.pad(x, pads), "VALID")
 
 
 class WNDeconv2D(_WNConvBase):
@@ -311,8 +325,7 @@ class DownShiftedConv2D(WNConv2D):
 
     def _apply(self, x):
         fh, fw = self.filter_size
-        x = tf.pad(x, [[0, 0], [fh - 1, 0], [(fw - 1) // 2, (fw - 1) // 2], [0, 0]])
-        return super()._apply(x)
+        return self._apply_padded(x, [[0, 0], [fh - 1, 0], [(fw - 1) // 2, (fw - 1) // 2], [0, 0]])
 
 
 class DownRightShiftedConv2D(WNConv2D):
@@ -326,8 +339,7 @@ class DownRightShiftedConv2D(WNConv2D):
 
     def _apply(self, x):
         fh, fw = self.filter_size
-        x = tf.pad(x, [[0, 0], [fh - 1, 0], [fw - 1, 0], [0, 0]])
-        return super()._apply(x)
+        return self._apply_padded(x, [[0, 0], [fh - 1, 0], [fw - 1, 0], [0, 0]])
 
 
 class DownShiftedDeconv2D(WNDeconv2D):

@@ -3,6 +3,7 @@ model, optimiser and average uses them only if it was built to (default: not), a
 training step built from plain objects holds none of them."""
 
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -122,6 +123,63 @@ def test_the_gated_resnet_fuses_its_gate_in_evaluation_only_and_only_when_built_
     plain_blk(x, a=a, training=True)
     assert calls == ["fused", "gate", "gate", "gate"]
     np.testing.assert_allclose(on_eval.numpy(), off_eval.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def _onednn_on():
+    from tensorflow.python.util import _pywrap_util_port
+    return _pywrap_util_port.IsMklEnabled()
+
+
+@pytest.mark.parametrize("cls, stride", [(L.DownShiftedConv2D, 1), (L.DownRightShiftedConv2D, 1),
+                                         (L.DownShiftedConv2D, 2), (L.DownRightShiftedConv2D, 2)])
+def test_shifted_convolutions_padding_inside_equal_the_pad_op(monkeypatch, cls, stride):
+    monkeypatch.setattr(fast_ops, "pads_inside_convolution", lambda: True)
+    rng = np.random.RandomState(5)
+    x = tf.constant(rng.randn(2, 6, 7, 4), tf.float32)
+    plain, fast = cls(5, stride=(stride, stride)), cls(5, stride=(stride, stride), fast_ops=True)
+    plain(x)
+    fast(x)
+    fast.set_weights([w * 3 for w in plain.get_weights()])
+    plain.set_weights(fast.get_weights())
+    probe = tf.constant(rng.randn(*plain(x).shape), tf.float32)
+
+    def value_and_grads(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * probe)
+        return [y] + tape.gradient(loss, [x] + layer.trainable_variables)
+
+    want, got = value_and_grads(plain), value_and_grads(fast)
+    if not _onednn_on():     # TensorFlow's own convolution: the same sums, bit for bit
+        np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    # The gradients (of the input, the kernel's V and g, the bias) to float32 round-off: the
+    # kernel's gradient sums its products in another order.
+    for a, b in zip(got, want):
+        a, b = a.numpy(), b.numpy()
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-6 * np.abs(b).max()
+
+    def ops(layer):
+        return {o.type for o in tf.function(layer).get_concrete_function(x).graph.get_operations()}
+    assert "Pad" in ops(plain) and "PadV2" not in ops(plain)
+    assert "Pad" not in ops(fast) and "PadV2" not in ops(fast)
+    monkeypatch.setattr(fast_ops, "pads_inside_convolution", lambda: False)
+    assert "Pad" in ops(fast)
+
+
+def test_the_padding_goes_inside_the_convolution_only_without_onednn():
+    # TensorFlow decides oneDNN once per process (TF_ENABLE_ONEDNN_OPTS, else by the CPU):
+    # this process, and a fresh one with the other setting.
+    import subprocess
+    import sys
+    assert fast_ops.pads_inside_convolution() is (not _onednn_on())
+    other = "0" if _onednn_on() else "1"
+    code = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+            "from pixelcnn_pp import fast_ops\nprint(fast_ops.pads_inside_convolution())")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=other)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    assert out[-1] == str(other == "0")
 
 
 @pytest.mark.parametrize("nonlinearity", ["concat_elu", "elu"])
