@@ -222,8 +222,8 @@ class WNConv2D(_WNConvBase):
         """The VALID convolution of x padded with zeros by ``pads`` ([[0, 0], [top, bottom],
         [left, right], [0, 0]]): a Pad op, then the convolution, as the original."""
         if self.fast_ops and fast.pads_inside_convolution():
-            # fast_ops: the convolution adds the zeros itself, no padded copy of x: the same
-            # output bit for bit, the kernel's gradient summed in another order (round-off).
+            # Deviation (fast_ops): the convolution adds the zeros itself, no padded copy of
+            # x: the same output bit for bit, the kernel's gradient summed in another order.
             return self._conv(x, pads)
         return self._conv(tf.pad(x, pads), "VALID")
 
