@@ -40,8 +40,8 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["dropout_keep", "weight_normalize", "pads_inside_convolution", "fused", "freeze_gc", "skip_graph_optimizer",
-           "reuse_freed_buffers"]
+__all__ = ["dropout_keep", "weight_normalize", "pads_inside_convolution", "fused", "freeze_gc",
+           "skip_graph_optimizer", "reuse_freed_buffers"]
 
 
 # ---------------------------------------------------------------------------- dropout

@@ -161,8 +161,7 @@ def test_shifted_convolutions_padding_inside_equal_the_pad_op(monkeypatch, cls, 
 
     def ops(layer):
         return {o.type for o in tf.function(layer).get_concrete_function(x).graph.get_operations()}
-    assert "Pad" in ops(plain) and "PadV2" not in ops(plain)
-    assert "Pad" not in ops(fast) and "PadV2" not in ops(fast)
+    assert "Pad" in ops(plain) and not {"Pad", "PadV2"} & ops(fast)
     monkeypatch.setattr(fast_ops, "pads_inside_convolution", lambda: False)
     assert "Pad" in ops(fast)
 
