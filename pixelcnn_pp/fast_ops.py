@@ -106,8 +106,9 @@ def pads_inside_convolution():
     """Whether the shifted convolutions should add their zero padding themselves (a Conv2D
     with explicit padding) rather than after a Pad op: where TensorFlow runs its own (Eigen)
     convolutions, i.e. with oneDNN off, as it is by default on CPUs without AVX-512 or AMX.
-    There it saves the padded copy of every input, the same values bit for bit, and both the
-    convolution and its gradients are faster. oneDNN already fuses the Pad into its
+    There it saves the padded copy of every input, gives the same output bit for bit (the
+    kernel's gradient to round-off: summed in another order), and both the convolution and its
+    gradients are faster. oneDNN already fuses the Pad into its
     convolution, and its backward pass is slower with explicit padding: False there
     (docs/PERFORMANCE.md). Decided once per process, as TensorFlow decides oneDNN."""
     try:
